@@ -1,0 +1,101 @@
+"""Baseline search methods on the space contract only: random search, REINFORCE, evolution.
+
+Each takes a `Ledger` (budget in distinct evaluated architectures, cost limit, dedupe) and an
+rng, and proposes candidates until the ledger's budget is spent or it gives up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tools.coordinator import Ledger
+
+# A search stops proposing after this many candidates per unit of budget (e.g. when a cost limit
+# rejects nearly everything or the policy keeps proposing cells it has already seen).
+MAX_PROPOSALS_PER_EVALUATION = 200
+
+
+def _proposal_cap(ledger: Ledger) -> int:
+    return MAX_PROPOSALS_PER_EVALUATION * ledger.budget
+
+
+def random_search(ledger: Ledger, rng: np.random.Generator) -> str:
+    """Uniform samples until the budget is spent."""
+    for _ in range(_proposal_cap(ledger)):
+        if ledger.spent:
+            return "budget spent"
+        ledger.submit(ledger.space.sample(rng), source="random")
+    return "gave up: too many rejected proposals"
+
+
+def reinforce(
+    ledger: Ledger, rng: np.random.Generator, lr: float = 0.01, momentum: float = 0.9
+) -> str:
+    """REINFORCE with one categorical policy per design dimension and an EMA reward baseline.
+
+    A duplicate proposal is not re-evaluated: its archived reward updates the policy for free.
+    """
+    dims = list(ledger.space.dimensions.values())
+    logits = [torch.zeros(len(values), requires_grad=True) for values in dims]
+    optimizer = torch.optim.Adam(logits, lr=lr)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    numerator = denominator = 0.0
+    for _ in range(_proposal_cap(ledger)):
+        if ledger.spent:
+            return "budget spent"
+        choices = [int(torch.multinomial(torch.softmax(z, 0), 1, generator=generator)) for z in logits]
+        verdict, record = ledger.submit(
+            ledger.space.from_genes([values[i] for values, i in zip(dims, choices, strict=True)]),
+            source="reinforce",
+        )
+        if record is None:
+            continue  # illegal or over the limit: no reward to learn from
+        reward = ledger.score(record)
+        numerator = momentum * numerator + (1 - momentum) * reward
+        denominator = momentum * denominator + (1 - momentum)
+        advantage = reward - numerator / denominator
+        log_prob = sum(torch.log_softmax(z, 0)[i] for z, i in zip(logits, choices, strict=True))
+        optimizer.zero_grad()
+        (-log_prob * advantage).backward()
+        optimizer.step()
+    return "gave up: too many rejected or repeated proposals"
+
+
+def evolution(
+    ledger: Ledger, rng: np.random.Generator, population_size: int = 10, elite_fraction: float = 0.5
+) -> str:
+    """Elitist evolution: keep the best half of the population, refill it with mutated elites.
+
+    Each generation mutates one dimension of a uniformly chosen elite to make `population_size`
+    new, unseen children; the next population is the elites plus the best children.
+    """
+    population: list[dict] = []
+    proposals = 0
+    while len(population) < population_size and not ledger.spent:
+        proposals += 1
+        if proposals > _proposal_cap(ledger):
+            return "gave up: too many rejected proposals"
+        verdict, record = ledger.submit(ledger.space.sample(rng), source="random")
+        if verdict == "evaluated":
+            population.append(record)
+    n_elite = max(1, int(round(elite_fraction * population_size)))
+    while not ledger.spent:
+        elites = sorted(population, key=ledger.score, reverse=True)[:n_elite]
+        children: list[dict] = []
+        while len(children) < population_size and not ledger.spent:
+            proposals += 1
+            if proposals > _proposal_cap(ledger):
+                return "gave up: too many rejected proposals"
+            parent = elites[rng.integers(len(elites))]
+            child = ledger.space.mutate(ledger.space.parse(parent["arch"]), rng)
+            verdict, record = ledger.submit(child, source="mutation")
+            if verdict == "evaluated":
+                children.append(record)
+        population = elites + sorted(children, key=ledger.score, reverse=True)[
+            : population_size - n_elite
+        ]
+    return "budget spent"
+
+
+BASELINES = {"rs": random_search, "rl": reinforce, "ea": evolution}

@@ -1,0 +1,191 @@
+"""Experiment runner: methods x datasets x seeds, with tables, a JSON of every run and a plot.
+
+A method is a function `RunSpec -> RunResult`; `METHODS` maps names to them. Baselines are
+registered here; the LLM methods register the same way, so every method shares the budget
+accounting of `tools.coordinator.Ledger`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.baselines import BASELINES
+from spaces import get_space
+from tools.coordinator import Ledger
+from tools.cost import CostCounter, CostLimit
+from tools.evaluators import make_evaluator
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    space: str
+    dataset: str
+    objective: str
+    seed: int
+    budget: int
+    cost_limit: CostLimit | None = None
+    data_path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """One finished run; `curve[i]` is the best score after i+1 evaluations."""
+
+    method: str
+    space: str
+    dataset: str
+    objective: str
+    seed: int
+    budget: int
+    evaluations: int
+    arch: str | None
+    valid_acc: float | None
+    test_acc: float | None
+    flops_m: float | None
+    params_m: float | None
+    optimum_found: bool
+    stop_reason: str
+    wall_seconds: float
+    curve: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def result_from_ledger(spec: RunSpec, ledger: Ledger, stop_reason: str, **extra: Any) -> RunResult:
+    best = ledger.best or {}
+    optimum = getattr(ledger.evaluator, "optimum", None)
+    found = bool(best) and optimum is not None and ledger.score(best) >= optimum(spec.objective) - 1e-9
+    return RunResult(
+        method=spec.method, space=spec.space, dataset=spec.dataset, objective=spec.objective,
+        seed=spec.seed, budget=spec.budget, evaluations=len(ledger.records),
+        arch=best.get("key"), valid_acc=best.get("valid_acc"), test_acc=best.get("test_acc"),
+        flops_m=best.get("flops_m"), params_m=best.get("params_m"), optimum_found=found,
+        stop_reason=stop_reason, wall_seconds=round(ledger.wall_seconds(), 4),
+        curve=list(ledger.curve), extra=extra,
+    )
+
+
+def make_ledger(spec: RunSpec) -> Ledger:
+    space = get_space(spec.space)
+    evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
+    counter = CostCounter(space, spec.dataset) if spec.cost_limit else None
+    return Ledger(space, evaluator, spec.objective, spec.budget, counter, spec.cost_limit)
+
+
+def _baseline_method(search: Callable) -> Callable[[RunSpec], RunResult]:
+    def run(spec: RunSpec) -> RunResult:
+        ledger = make_ledger(spec)
+        stop_reason = search(ledger, np.random.default_rng(spec.seed))
+        return result_from_ledger(spec, ledger, stop_reason)
+
+    return run
+
+
+METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
+    name: _baseline_method(search) for name, search in BASELINES.items()
+}
+
+
+def run_bench(
+    specs: Iterable[RunSpec], on_result: Callable[[RunResult], None] | None = None
+) -> list[RunResult]:
+    results = []
+    for spec in specs:
+        if spec.method not in METHODS:
+            raise ValueError(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
+        result = METHODS[spec.method](spec)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f}±{std:.2f}"
+
+
+def markdown_table(results: list[RunResult]) -> str:
+    """Mean ± std of the chosen architecture's test (valid) accuracy per method and dataset."""
+    methods = list(dict.fromkeys(r.method for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    lines = [
+        "| method | " + " | ".join(datasets) + " |",
+        "|---|" + "---|" * len(datasets),
+    ]
+    for method in methods:
+        cells = []
+        for dataset in datasets:
+            runs = [r for r in results if r.method == method and r.dataset == dataset]
+            if not runs:
+                cells.append("—")
+                continue
+            test = _mean_std([r.test_acc for r in runs if r.test_acc is not None])
+            valid = _mean_std([r.valid_acc for r in runs if r.valid_acc is not None])
+            found = sum(r.optimum_found for r in runs)
+            evals = statistics.mean(r.evaluations for r in runs)
+            secs = statistics.mean(r.wall_seconds for r in runs)
+            cells.append(
+                f"{test} ({valid}) · opt {found}/{len(runs)} · {evals:.0f} ev · {secs:.2f} s"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: list[RunResult], path: Path) -> None:
+    """Mean best-so-far score vs evaluations, one panel per dataset, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for method in dict.fromkeys(r.method for r in results):
+            curves = [r.curve for r in results if r.method == method and r.dataset == dataset]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            length = max(len(c) for c in curves)
+            padded = np.array([c + [c[-1]] * (length - len(c)) for c in curves])
+            ax.plot(np.arange(1, length + 1), padded.mean(axis=0), label=method)
+        ax.set_title(dataset)
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel(f"best {results[0].objective} accuracy so far (mean)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str, Path]:
+    """`out` (.md table), the same name with .json (every run) and .png (curves)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
+    objective = results[0].objective if results else "valid"
+    header = (
+        f"# Bench: {results[0].space if results else ''}, objective = {objective} accuracy\n\n"
+        f"Command: `{command}`\n\n"
+        f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
+        "mean±std) of the architecture each run chose, how many runs found the best "
+        f"{objective} cell of the space, mean distinct evaluations, mean wall seconds per run.\n\n"
+    )
+    out.write_text(header + markdown_table(results) + "\n")
+    json_path.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    if results:
+        plot_curves(results, png_path)
+    return {"table": out, "runs": json_path, "plot": png_path}

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests read the real benchmark data through $COLLM_NAS_DATA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    if not os.environ.get("COLLM_NAS_DATA") and SHARED_DATA.is_dir():
+        os.environ["COLLM_NAS_DATA"] = str(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("COLLM_NAS_DATA", SHARED_DATA))
+    if not (path / "nb201.csv").is_file():
+        pytest.fail(f"benchmark data not found in {path}; set COLLM_NAS_DATA to ../shared/data")
+    return path

@@ -1,0 +1,106 @@
+"""Tabular evaluator for NAS-Bench-201: O(1) lookup of valid/test accuracy by cell key."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from spaces import get_space
+from tools.data import DataFileError, find_data_file
+
+NB201_FILE = "nb201.csv"
+NB201_ROWS = 15625
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16")
+HOW_TO_GET_NB201 = (
+    "Get NAS-Bench-201 (NAS-Bench-201-v1_1-096897.pth, github D-X-Y/NAS-Bench-201) or the "
+    "NATS-Bench topology file (NATS-tss-v1_0-3ffb9-simple, github D-X-Y/NATS-Bench) and convert "
+    "it with:  collm-nas data nb201 --from FILE"
+)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Accuracies in percent. The search reads `valid_acc` (or `test_acc` under objective=test)."""
+
+    valid_acc: float
+    test_acc: float
+    predicted: bool = False
+
+    def score(self, objective: str) -> float:
+        return self.valid_acc if objective == "valid" else self.test_acc
+
+
+class NB201Benchmark:
+    """Looks up the 200-epoch NAS-Bench-201 accuracies of a cell on one dataset."""
+
+    kind = "benchmark"
+
+    def __init__(self, dataset: str, table: dict[str, tuple[float, ...]]):
+        if dataset not in NB201_DATASETS:
+            raise ValueError(
+                f"unknown dataset {dataset!r} for nb201; choose one of {', '.join(NB201_DATASETS)}"
+            )
+        self.dataset = dataset
+        self.space = get_space("nb201")
+        column = NB201_DATASETS.index(dataset)
+        self._acc = {key: (row[2 * column], row[2 * column + 1]) for key, row in table.items()}
+
+    def evaluate(self, arch: BaseModel) -> Metrics:
+        valid, test = self._acc[self.space.key(arch)]
+        return Metrics(valid_acc=valid, test_acc=test)
+
+    def optimum(self, objective: str) -> float:
+        """The best score any cell reaches on this dataset (for optimum-found rates)."""
+        index = 0 if objective == "valid" else 1
+        return max(acc[index] for acc in self._acc.values())
+
+    def all_scores(self, objective: str) -> dict[str, float]:
+        index = 0 if objective == "valid" else 1
+        return {key: acc[index] for key, acc in self._acc.items()}
+
+
+def load_nb201(dataset: str, path: str | Path | None = None) -> NB201Benchmark:
+    """The NB201 evaluator for `dataset`, reading the table found by the data settings."""
+    if dataset not in NB201_DATASETS:
+        raise ValueError(
+            f"unknown dataset {dataset!r} for nb201; choose one of {', '.join(NB201_DATASETS)}"
+        )
+    return NB201Benchmark(dataset, read_nb201_table(str(path) if path else None))
+
+
+@cache
+def read_nb201_table(path: str | None = None) -> dict[str, tuple[float, ...]]:
+    """arch_str -> (c10 valid, c10 test, c100 valid, c100 test, in16 valid, in16 test)."""
+    file = find_data_file(NB201_FILE, path, HOW_TO_GET_NB201)
+    columns = [f"{ds}_{split}_acc" for ds in NB201_DATASETS for split in ("valid", "test")]
+    table: dict[str, tuple[float, ...]] = {}
+    try:
+        with open(file, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ["arch_str", *columns] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataFileError(f"{file} is not an NB201 table: missing columns {missing}")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    values = tuple(float(row[c]) for c in columns)
+                except (TypeError, ValueError):
+                    raise DataFileError(
+                        f"{file} line {line}: a value is missing or not a number "
+                        "(the file may be truncated or damaged)"
+                    ) from None
+                if not all(math.isfinite(v) for v in values):
+                    raise DataFileError(f"{file} line {line}: non-finite accuracy")
+                table[row["arch_str"]] = values
+    except UnicodeDecodeError:
+        raise DataFileError(f"{file} is not a text CSV file") from None
+    if len(table) != NB201_ROWS:
+        raise DataFileError(
+            f"{file} holds {len(table)} distinct cells, expected {NB201_ROWS}: the file is "
+            f"truncated or not the NAS-Bench-201 table. {HOW_TO_GET_NB201}"
+        )
+    return table

@@ -1,0 +1,111 @@
+"""FLOPs and parameter counts measured on the real network built by the space.
+
+Counted with torch's own `torch.utils.flop_counter` on one forward pass of batch 1 on the meta
+device (shapes only, no arithmetic). Convention (the one of the NAS-Bench-201 reference FLOPs):
+one FLOP per multiply-accumulate of convolutions and linear layers, one per window element of
+average pooling, two per element of batch norm, one per element of ReLU and of global-average
+pooling. torch counts a multiply-accumulate as 2 FLOPs, so every formula here is doubled and the
+total halved. A space with its own published convention (OFA) provides `count_cost` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel
+from torch.utils.flop_counter import FlopCounterMode
+
+from spaces import SearchSpace
+
+CostKind = Literal["flops", "params"]
+
+_aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops_m: float
+    params_m: float
+
+    def value(self, kind: CostKind) -> float:
+        return self.flops_m if kind == "flops" else self.params_m
+
+
+@dataclass(frozen=True)
+class CostLimit:
+    """An upper bound on FLOPs or params, in millions."""
+
+    kind: CostKind
+    max_m: float
+
+    def allows(self, cost: Cost) -> bool:
+        return cost.value(self.kind) <= self.max_m
+
+    def describe(self) -> str:
+        return f"{self.kind} <= {self.max_m:g} M"
+
+
+def _numel(shape) -> int:
+    n = 1
+    for dim in shape:
+        n *= dim
+    return n
+
+
+def _avg_pool2d_flops(input_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    kernel = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size, kernel_size)
+    return 2 * _numel(out_shape) * kernel[0] * kernel[-1]
+
+
+def _batch_norm_flops(input_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * 2 * _numel(input_shape)
+
+
+def _per_input_element_flops(input_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _numel(input_shape)
+
+
+_EXTRA_FORMULAS = {
+    _aten.avg_pool2d: _avg_pool2d_flops,
+    _aten._native_batch_norm_legit_no_training: _batch_norm_flops,
+    _aten.native_batch_norm: _batch_norm_flops,
+    _aten.relu: _per_input_element_flops,
+    _aten.mean: _per_input_element_flops,
+}
+
+
+def count_flops_and_params(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Cost:
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    mode = FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS)
+    device = next(model.parameters()).device
+    with torch.no_grad(), mode:
+        model(torch.zeros(input_shape, device=device))
+    return Cost(flops_m=mode.get_total_flops() / 2 / 1e6, params_m=params / 1e6)
+
+
+class CostCounter:
+    """Counts (and caches by architecture key) the cost of architectures on one dataset."""
+
+    def __init__(self, space: SearchSpace, dataset: str):
+        self.space = space
+        self.dataset = dataset
+        self._cache: dict[str, Cost] = {}
+
+    def __call__(self, arch: BaseModel) -> Cost:
+        key = self.space.key(arch)
+        if key not in self._cache:
+            own_count = getattr(self.space, "count_cost", None)
+            if own_count is not None:  # a space with its own published counting convention
+                flops_m, params_m = own_count(arch, self.dataset)
+                self._cache[key] = Cost(flops_m=flops_m, params_m=params_m)
+            else:
+                # Shapes are all the count needs: the meta device skips the arithmetic.
+                with torch.device("meta"):
+                    model = self.space.build(arch, self.dataset)
+                self._cache[key] = count_flops_and_params(
+                    model, self.space.input_shape(arch, self.dataset)
+                )
+        return self._cache[key]
