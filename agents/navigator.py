@@ -1,0 +1,85 @@
+"""The Navigator: reads results, writes the search strategy (plain text, sectioned).
+
+Stateful by default: its conversation is kept in the checkpointed graph state, so each call sees
+every earlier round. With memory off it sees only the system prompt and the latest results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from agents.calls import split_reasoning, timed_invoke, usage_record
+from prompts import render
+from spaces import SearchSpace
+
+
+def mission_variables(settings, space: SearchSpace) -> dict[str, Any]:
+    """Prompt variables shared by every role: dataset, target, cost range, space, budget."""
+    return {
+        "dataset": settings.dataset,
+        "objective": settings.objective,
+        "target_text": f"{settings.target:.2f}%" if settings.target else "as high as possible",
+        "cost_text": cost_text(settings),
+        "space_description": space.describe(),
+        "candidates": settings.candidates,
+        "budget": settings.budget,
+        "dimension_names": ", ".join(design_dimensions(space)),
+    }
+
+
+def design_dimensions(space: SearchSpace) -> list[str]:
+    """Dimension names with trailing indices folded (ks_0..ks_19 -> ks)."""
+    names = [name.rstrip("0123456789").rstrip("_") for name in space.dimensions]
+    return list(dict.fromkeys(names))
+
+
+def cost_text(settings) -> str:
+    if not settings.cost_kind:
+        return "There is no cost limit."
+    low = settings.max_cost * 0.93
+    return (
+        f"Cost limit: {settings.cost_kind} <= {settings.max_cost:g} M. Architectures over it are "
+        "not evaluated and can never be the result. The ideal range is just under the limit "
+        f"({low:.4g}-{settings.max_cost:g} M): much cheaper networks usually lose accuracy."
+    )
+
+
+def results_table(results: list[dict[str, Any]], objective: str) -> str:
+    """One line per candidate of a round: architecture, verdict, accuracy, cost, reason."""
+    lines = []
+    for result in results:
+        parts = [str(result.get("key") or result.get("raw")), result["verdict"]]
+        if result.get("valid_acc") is not None:
+            parts.append(f"{objective} acc {result[f'{objective}_acc']:.2f}")
+        if result.get("flops_m") is not None:
+            parts.append(f"{result['flops_m']:.2f} MFLOPs, {result['params_m']:.3f} M params")
+        if result.get("reason"):
+            parts.append(result["reason"])
+        lines.append("- " + " | ".join(parts))
+    return "\n".join(lines) if lines else "- (no candidates)"
+
+
+def best_text(best: dict[str, Any] | None, objective: str) -> str:
+    if not best:
+        return "none yet"
+    cost = f", {best['flops_m']:.2f} MFLOPs" if best.get("flops_m") is not None else ""
+    return f"{best['key']} with {objective} acc {best[f'{objective}_acc']:.2f}{cost}"
+
+
+def navigator_request(
+    settings, space: SearchSpace, history: list[BaseMessage], user_text: str, memory: bool
+) -> list[BaseMessage]:
+    """The messages for one Navigator call; `history` is ignored when memory is off."""
+    system = SystemMessage(content=render("navigator_system", **mission_variables(settings, space)))
+    earlier = [m for m in history if not isinstance(m, SystemMessage)] if memory else []
+    return [system, *earlier, HumanMessage(content=user_text)]
+
+
+def call_navigator(model, messages: list[BaseMessage], iteration: int):
+    """(strategy text, the assistant message to keep, usage record, reasoning text)."""
+    reply, seconds = timed_invoke(model, messages)
+    strategy, reasoning = split_reasoning(reply)
+    usage = usage_record("navigator", reply, seconds, iteration=iteration, ok=bool(strategy))
+    return strategy, AIMessage(content=strategy), usage, reasoning

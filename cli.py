@@ -1,0 +1,247 @@
+"""`collm-nas`: the command line, and the composition root of the project."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
+from evals.bench import METHODS, RunSpec, run_bench, write_outputs
+from evals.progress import SearchProgress
+from evals.report import write_report
+from spaces import IllegalArchitecture
+from tools.cost import CostLimit
+from tools.data import DataFileError
+
+app = typer.Typer(help="LLM-guided neural architecture search (CoLLM-NAS).", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare benchmark data files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: printed as one line, exit code 2."""
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def cost_limit(max_flops: float | None, max_params: float | None) -> CostLimit | None:
+    if max_flops is not None and max_params is not None:
+        raise UserError("give either --max-flops or --max-params, not both")
+    for name, value in (("--max-flops", max_flops), ("--max-params", max_params)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be positive (millions), got {value:g}")
+    if max_flops is not None:
+        return CostLimit("flops", max_flops)
+    if max_params is not None:
+        return CostLimit("params", max_params)
+    return None
+
+
+def _guarded(run):
+    """Run a command body, turning known errors into one clear line."""
+    try:
+        return run()
+    except (UserError, DataFileError, IllegalArchitecture, ValueError) as err:
+        _fail(str(err))
+
+
+@app.command()
+def bench(
+    space: Annotated[str, typer.Option(help="search space")] = "nb201",
+    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea",
+    datasets: Annotated[str, typer.Option(help="comma-separated datasets")] = "cifar10,cifar100,imagenet16",
+    runs: Annotated[int, typer.Option(help="seeds per method and dataset")] = 10,
+    seed: Annotated[int, typer.Option(help="first seed")] = 0,
+    budget: Annotated[int, typer.Option(help="distinct architectures evaluated per run")] = 100,
+    objective: Annotated[str, typer.Option(help="valid | test: the accuracy the search maximises")] = "valid",
+    max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
+    max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
+    data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
+):
+    """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
+
+    def body():
+        if objective not in ("valid", "test"):
+            raise UserError(f"--objective must be 'valid' or 'test', got {objective!r}")
+        if budget < 1:
+            raise UserError(f"--budget must be at least 1, got {budget}")
+        if runs < 1:
+            raise UserError(f"--runs must be at least 1, got {runs}")
+        limit = cost_limit(max_flops, max_params)
+        method_names, dataset_names = _split(methods), _split(datasets)
+        unknown = [m for m in method_names if m not in METHODS]
+        if unknown:
+            raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+        specs = [
+            RunSpec(m, space, d, objective, s, budget, limit, str(data) if data else None)
+            for d in dataset_names for m in method_names for s in range(seed, seed + runs)
+        ]
+        done = []
+
+        def report(result):
+            done.append(result)
+            console.print(
+                f"[{len(done)}/{len(specs)}] {result.method} {result.dataset} seed {result.seed}: "
+                f"test {result.test_acc:.2f} valid {result.valid_acc:.2f} "
+                f"({result.evaluations} evals, {result.wall_seconds:.2f} s)",
+                highlight=False,
+            )
+
+        results = run_bench(specs, on_result=report)
+        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        paths = write_outputs(results, out, command)
+        print(paths["table"].read_text())
+        console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+    _guarded(body)
+
+
+@data_app.command("nb201")
+def data_nb201(
+    source: Annotated[Path, typer.Option("--from", help="NAS-Bench-201 .pth or NATS-Bench tss file/folder")],
+    out: Annotated[Path | None, typer.Option(help="output CSV (default: the user data dir)")] = None,
+):
+    """Convert an official NAS-Bench-201 / NATS-Bench topology file into the project's table."""
+    from tools.data import user_data_dir
+    from tools.nb201_convert import convert_nb201
+
+    def body():
+        target = out or user_data_dir() / "nb201.csv"
+        rows = convert_nb201(source, target)
+        console.print(f"wrote {rows} cells to {target}")
+
+    _guarded(body)
+
+
+def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
+    """`backend[:model][@base_url]`, e.g. `vllm:Qwen/Qwen3-30B-A3B@http://127.0.0.1:8000/v1`."""
+    if not spec:
+        return defaults
+    head, _, url = spec.partition("@")
+    backend, _, model = head.partition(":")
+    changes = {"backend": backend}
+    if model:
+        changes["model"] = model
+    elif backend != defaults.backend:
+        changes["model"] = DEFAULT_LOCAL_MODEL if backend == "local" else defaults.model
+    if url:
+        changes["base_url"] = url
+    return LLMSettings.model_validate({**defaults.model_dump(), **changes})
+
+
+@app.command()
+def search(
+    space: Annotated[str, typer.Option(help="search space")] = "nb201",
+    dataset: Annotated[str, typer.Option(help="dataset")] = "cifar10",
+    objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
+    evaluator: Annotated[str | None, typer.Option(help="benchmark | predictor | supernet")] = None,
+    llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles)")] = "local",
+    navigator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Navigator")] = None,
+    generator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Generator")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (or GGUF path for local)")] = None,
+    structured_method: Annotated[str | None, typer.Option(help="json_schema | function_calling | json_mode")] = None,
+    reasoning: Annotated[bool | None, typer.Option("--reasoning/--no-reasoning", help="Qwen3 thinking on vLLM")] = None,
+    temperature: Annotated[float, typer.Option(help="sampling temperature, both roles")] = 0.6,
+    budget: Annotated[int, typer.Option(help="distinct architectures evaluated at most")] = 100,
+    iterations: Annotated[int, typer.Option(help="Navigator-Generator rounds at most")] = 20,
+    candidates: Annotated[int, typer.Option(help="architectures per Generator call")] = 10,
+    target: Annotated[float | None, typer.Option(help="stop at this accuracy")] = None,
+    max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
+    max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    navigator_memory: Annotated[bool, typer.Option("--navigator-memory/--no-navigator-memory")] = True,
+    generator_memory: Annotated[bool, typer.Option("--generator-memory/--no-generator-memory")] = False,
+    single_llm: Annotated[bool, typer.Option("--single-llm", help="SiLLM-NAS variant")] = False,
+    data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="run folder (default runs/<id>)")] = None,
+    resume: Annotated[str | None, typer.Option(help="continue the stopped run with this id")] = None,
+    fake_script: Annotated[Path | None, typer.Option(hidden=True, help="tests: JSON list of replies for --llm fake")] = None,
+):
+    """Run a CoLLM-NAS search (or resume one) and write its run folder."""
+    from graph.context import SearchSettings
+    from graph.run import load_run_settings, run_search
+
+    def body():
+        if resume:
+            folder = run_dir or Path("runs") / resume
+            if not (folder / "config.json").exists():
+                raise UserError(f"no run {resume!r} in {folder} (config.json missing); pass --run-dir")
+            thread_id, settings = load_run_settings(folder)
+        else:
+            if objective not in ("valid", "test"):
+                raise UserError(f"--objective must be 'valid' or 'test', got {objective!r}")
+            if budget < 1:
+                raise UserError(f"--budget must be at least 1, got {budget}")
+            limit = cost_limit(max_flops, max_params)
+            base = {"backend": llm, "temperature": temperature}
+            if llm in ("openai", "vllm") and not model:
+                raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
+            if model:
+                base["model"] = model
+            if base_url:
+                base["base_url"] = base_url
+            if structured_method:
+                base["structured_method"] = structured_method
+            if reasoning is not None:
+                base["reasoning"] = reasoning
+            if fake_script:
+                base["script"] = json.loads(fake_script.read_text())
+            defaults = LLMSettings.model_validate(base)
+            settings = SearchSettings(
+                space=space, dataset=dataset, objective=objective, evaluator=evaluator,
+                data_path=str(data) if data else None, target=target,
+                cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
+                iterations=iterations, budget=budget, candidates=candidates,
+                navigator_llm=llm_spec(navigator_llm, defaults),
+                generator_llm=llm_spec(generator_llm, defaults),
+                navigator_memory=navigator_memory, generator_memory=generator_memory,
+                single_llm=single_llm, seed=seed,
+            )
+            check_search_inputs(settings)
+            thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            folder = run_dir or Path("runs") / thread_id
+        with SearchProgress(settings, console) as progress:
+            result = run_search(settings, run_dir=folder, thread_id=thread_id,
+                                resume=bool(resume), on_event=progress.update)
+        write_report(folder)
+        console.print(f"run {result.thread_id}: {result.stop_reason}; folder {folder}")
+        print((folder / "summary.md").read_text())
+
+    _guarded(body)
+
+
+def check_search_inputs(settings) -> None:
+    """Fail before any LLM call on settings that cannot work."""
+    from spaces import get_space
+    from tools.evaluators import make_evaluator
+
+    get_space(settings.space)
+    make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
+    """Rebuild a run's summary.md and plots from its events and summary."""
+    _guarded(lambda: console.print(f"wrote {', '.join(str(p) for p in write_report(run_dir))}"))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""The CoLLM-NAS graph, top to bottom like its picture.
+
+START -> navigate -> generate -> screen_candidates -(Send per candidate)-> evaluate -> record_round
+record_round -> navigate (next round) | END (target, iterations or budget reached).
+With `single_llm`, `reflect_and_generate` replaces navigate + generate (SiLLM-NAS).
+"""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from graph.context import SearchSettings
+from graph.nodes import (
+    evaluate,
+    generate,
+    navigate,
+    record_round,
+    reflect_and_generate,
+    route_after_round,
+    route_start,
+    route_to_evaluation,
+    screen_candidates,
+)
+from graph.state import SearchState
+
+
+def build_graph() -> StateGraph:
+    builder = StateGraph(SearchState, context_schema=SearchSettings)
+    builder.add_node(navigate)
+    builder.add_node(generate)
+    builder.add_node(reflect_and_generate)
+    builder.add_node(screen_candidates)
+    builder.add_node(evaluate)
+    builder.add_node(record_round)
+
+    builder.add_conditional_edges(START, route_start)
+    builder.add_edge("navigate", "generate")
+    builder.add_edge("generate", "screen_candidates")
+    builder.add_edge("reflect_and_generate", "screen_candidates")
+    builder.add_conditional_edges("screen_candidates", route_to_evaluation, ["evaluate", "record_round"])
+    builder.add_edge("evaluate", "record_round")
+    builder.add_conditional_edges("record_round", route_after_round, ["navigate", "reflect_and_generate", END])
+    return builder
+
+
+def compile_graph(checkpointer=None):
+    return build_graph().compile(checkpointer=checkpointer, name="collm-nas")
+
+
+# Served by `langgraph dev` / LangGraph Studio (the server supplies its own checkpointer).
+graph = compile_graph()

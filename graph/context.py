@@ -1,0 +1,46 @@
+"""Run settings: the graph's `context_schema`. Serializable, no secrets, never in state."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from agents.llm import LLMSettings
+from tools.cost import CostLimit
+
+
+class SearchSettings(BaseModel):
+    """Everything that defines one search run."""
+
+    space: str = Field("nb201", description="search space")
+    dataset: str = Field("cifar10", description="dataset of the evaluator")
+    objective: Literal["valid", "test"] = Field("valid", description="accuracy the search maximises")
+    evaluator: str | None = Field(None, description="benchmark | predictor | supernet (space default)")
+    data_path: str | None = Field(None, description="data file or folder; else $COLLM_NAS_DATA")
+    target: float | None = Field(None, description="stop when the best accuracy reaches this")
+    cost_kind: Literal["flops", "params"] | None = Field(None, description="what the limit bounds")
+    max_cost: float | None = Field(None, gt=0, description="cost limit in millions")
+    iterations: int = Field(20, ge=1, description="Navigator-Generator rounds at most")
+    budget: int = Field(100, ge=1, description="distinct architectures evaluated at most")
+    candidates: int = Field(10, ge=1, le=50, description="architectures per Generator call")
+    generator_retries: int = Field(2, ge=0, le=10, description="re-asks after a bad reply")
+    navigator_llm: LLMSettings = Field(default_factory=LLMSettings)
+    generator_llm: LLMSettings = Field(default_factory=LLMSettings)
+    navigator_memory: bool = Field(True, description="the Navigator keeps its conversation")
+    generator_memory: bool = Field(False, description="the Generator keeps its conversation")
+    single_llm: bool = Field(False, description="SiLLM-NAS: one model reflects and generates")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _limit_needs_kind(self) -> SearchSettings:
+        if (self.cost_kind is None) != (self.max_cost is None):
+            raise ValueError("a cost limit needs both cost_kind (flops|params) and max_cost")
+        return self
+
+    def cost_limit(self) -> CostLimit | None:
+        return CostLimit(self.cost_kind, self.max_cost) if self.cost_kind else None
+
+    def recursion_limit(self) -> int:
+        """Enough graph steps for every round (navigate, generate, screen, evaluate, record)."""
+        return 10 * self.iterations + 20
