@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agents.calls import LLMUnavailable
 from agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
 from evals.bench import METHODS, RunSpec, run_bench, write_outputs
 from evals.progress import SearchProgress
@@ -57,7 +58,7 @@ def _guarded(run):
     """Run a command body, turning known errors into one clear line."""
     try:
         return run()
-    except (UserError, DataFileError, IllegalArchitecture, ValueError) as err:
+    except (UserError, DataFileError, IllegalArchitecture, ValueError, LLMUnavailable) as err:
         _fail(str(err))
 
 

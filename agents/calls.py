@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import openai
 from langchain_core.messages import AIMessage, BaseMessage
 
 _THINK = re.compile(r"<think>(.*?)(</think>|$)", re.DOTALL)
@@ -34,9 +35,20 @@ def usage_record(role: str, message: AIMessage | None, seconds: float, **extra: 
     }
 
 
+class LLMUnavailable(RuntimeError):
+    """The LLM server could not be reached (after the client's bounded retries)."""
+
+
 def timed_invoke(runnable, messages: list[BaseMessage]) -> tuple[Any, float]:
     started = time.perf_counter()
-    result = runnable.invoke(messages)
+    try:
+        result = runnable.invoke(messages)
+    except (openai.APIConnectionError, openai.APITimeoutError) as err:
+        url = getattr(getattr(err, "request", None), "url", "the configured base URL")
+        raise LLMUnavailable(
+            f"could not reach the LLM server at {url} ({type(err).__name__}: {err}); "
+            "check --base-url and that the server is running"
+        ) from err
     return result, time.perf_counter() - started
 
 

@@ -162,7 +162,8 @@ def run_search(
         folder.event("resume" if resume else "start", thread_id=thread_id)
     try:
         for chunk in graph.stream(
-            None if resume else {}, config, context=settings, stream_mode="updates"
+            None if resume else {}, config, context=settings, stream_mode="updates",
+            durability="sync",
         ):
             for node, update in chunk.items():
                 for kind, data in events_of_update(node, update or {}):
