@@ -74,6 +74,7 @@ def bench(
     max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
 ):
     """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
@@ -90,8 +91,10 @@ def bench(
         unknown = [m for m in method_names if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+        model = llm_spec(llm, LLMSettings())
+        options = {"navigator_llm": model, "generator_llm": model}
         specs = [
-            RunSpec(m, space, d, objective, s, budget, limit, str(data) if data else None)
+            RunSpec(m, space, d, objective, s, budget, limit, str(data) if data else None, options)
             for d in dataset_names for m in method_names for s in range(seed, seed + runs)
         ]
         done = []

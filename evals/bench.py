@@ -60,17 +60,26 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def result_from_ledger(spec: RunSpec, ledger: Ledger, stop_reason: str, **extra: Any) -> RunResult:
-    best = ledger.best or {}
-    optimum = getattr(ledger.evaluator, "optimum", None)
-    found = bool(best) and optimum is not None and ledger.score(best) >= optimum(spec.objective) - 1e-9
+def run_result(
+    spec: RunSpec, records: list[dict[str, Any]], evaluator, stop_reason: str, wall_seconds: float,
+    **extra: Any,
+) -> RunResult:
+    """A RunResult from the evaluated records in evaluation order."""
+    score_key = f"{spec.objective}_acc"
+    best: dict[str, Any] = {}
+    curve: list[float] = []
+    for record in records:
+        if not best or record[score_key] > best[score_key]:
+            best = record
+        curve.append(best[score_key])
+    optimum = getattr(evaluator, "optimum", None)
+    found = bool(best) and optimum is not None and best[score_key] >= optimum(spec.objective) - 1e-9
     return RunResult(
         method=spec.method, space=spec.space, dataset=spec.dataset, objective=spec.objective,
-        seed=spec.seed, budget=spec.budget, evaluations=len(ledger.records),
+        seed=spec.seed, budget=spec.budget, evaluations=len(records),
         arch=best.get("key"), valid_acc=best.get("valid_acc"), test_acc=best.get("test_acc"),
         flops_m=best.get("flops_m"), params_m=best.get("params_m"), optimum_found=found,
-        stop_reason=stop_reason, wall_seconds=round(ledger.wall_seconds(), 4),
-        curve=list(ledger.curve), extra=extra,
+        stop_reason=stop_reason, wall_seconds=round(wall_seconds, 4), curve=curve, extra=extra,
     )
 
 
@@ -85,13 +94,38 @@ def _baseline_method(search: Callable) -> Callable[[RunSpec], RunResult]:
     def run(spec: RunSpec) -> RunResult:
         ledger = make_ledger(spec)
         stop_reason = search(ledger, np.random.default_rng(spec.seed))
-        return result_from_ledger(spec, ledger, stop_reason)
+        return run_result(spec, ledger.records, ledger.evaluator, stop_reason, ledger.wall_seconds())
+
+    return run
+
+
+def _llm_method(single_llm: bool) -> Callable[[RunSpec], RunResult]:
+    """CoLLM-NAS (or SiLLM-NAS) through the search graph, with the baselines' accounting."""
+
+    def run(spec: RunSpec) -> RunResult:
+        from graph.context import SearchSettings
+        from graph.run import run_search
+
+        limit = spec.cost_limit
+        settings = SearchSettings(
+            space=spec.space, dataset=spec.dataset, objective=spec.objective,
+            data_path=spec.data_path, budget=spec.budget, seed=spec.seed, single_llm=single_llm,
+            cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
+            **spec.options,
+        )
+        result = run_search(settings)
+        records = sorted(result.archive, key=lambda r: r["evaluation"])
+        evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
+        return run_result(spec, records, evaluator, result.stop_reason or "", result.wall_seconds,
+                          llm=result.llm)
 
     return run
 
 
 METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
-    name: _baseline_method(search) for name, search in BASELINES.items()
+    **{name: _baseline_method(search) for name, search in BASELINES.items()},
+    "collm": _llm_method(single_llm=False),
+    "sillm": _llm_method(single_llm=True),
 }
 
 
