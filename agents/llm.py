@@ -29,7 +29,7 @@ class LLMSettings(BaseModel):
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
     temperature: float = Field(0.6, ge=0, le=2)
-    max_tokens: int = Field(1024, ge=16)
+    max_tokens: int = Field(2048, ge=16, description="cap on reply tokens")
     timeout: float = Field(300.0, gt=0, description="seconds per request")
     max_retries: int = Field(2, ge=0, description="transport retries per request (openai/vllm)")
     reasoning: bool | None = Field(

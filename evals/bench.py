@@ -53,7 +53,8 @@ class RunResult:
     test_acc: float | None
     flops_m: float | None
     params_m: float | None
-    optimum_found: bool
+    optimum_found: bool | None  # None where the space's optimum is unknown
+    predicted: bool  # accuracies come from an accuracy predictor, not a measurement
     stop_reason: str
     wall_seconds: float
     curve: list[float]
@@ -73,13 +74,14 @@ def run_result(
             best = record
         curve.append(best[score_key])
     optimum = getattr(evaluator, "optimum", None)
-    found = bool(best) and optimum is not None and best[score_key] >= optimum(spec.objective) - 1e-9
+    found = None if optimum is None else bool(best) and best[score_key] >= optimum(spec.objective) - 1e-9
     return RunResult(
         method=spec.method, space=spec.space, dataset=spec.dataset, objective=spec.objective,
         seed=spec.seed, budget=spec.budget, evaluations=len(records),
         arch=best.get("key"), valid_acc=best.get("valid_acc"), test_acc=best.get("test_acc"),
         flops_m=best.get("flops_m"), params_m=best.get("params_m"), optimum_found=found,
-        stop_reason=stop_reason, wall_seconds=round(wall_seconds, 4), curve=curve, extra=extra,
+        predicted=bool(best.get("predicted")), stop_reason=stop_reason,
+        wall_seconds=round(wall_seconds, 4), curve=curve, extra=extra,
     )
 
 
@@ -167,12 +169,11 @@ def markdown_table(results: list[RunResult]) -> str:
                 continue
             test = _mean_std([r.test_acc for r in runs if r.test_acc is not None])
             valid = _mean_std([r.valid_acc for r in runs if r.valid_acc is not None])
-            found = sum(r.optimum_found for r in runs)
+            found = [r.optimum_found for r in runs if r.optimum_found is not None]
+            opt = f" · opt {sum(found)}/{len(runs)}" if found else ""
             evals = statistics.mean(r.evaluations for r in runs)
             secs = statistics.mean(r.wall_seconds for r in runs)
-            cells.append(
-                f"{test} ({valid}) · opt {found}/{len(runs)} · {evals:.0f} ev · {secs:.2f} s"
-            )
+            cells.append(f"{test} ({valid}){opt} · {evals:.0f} ev · {secs:.2f} s")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -218,6 +219,11 @@ def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str
         "mean±std) of the architecture each run chose, how many runs found the best "
         f"{objective} cell of the space, mean distinct evaluations, mean wall seconds per run.\n\n"
     )
+    if any(r.predicted for r in results):
+        header += (
+            "**All accuracies here are predicted** by an accuracy predictor (valid = test = the "
+            "prediction), not measured.\n\n"
+        )
     out.write_text(header + markdown_table(results) + "\n")
     json_path.write_text(json.dumps([asdict(r) for r in results], indent=1))
     if results:

@@ -1,0 +1,49 @@
+"""Real searches with real LLMs: the embedded model through the CLI, and the OpenAI-compatible
+backend against llama.cpp's server on loopback (function calling for structured output)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from llm_server import openai_server_url  # noqa: F401  (session fixture)
+
+from agents.llm import LLMSettings
+from graph.context import SearchSettings
+from graph.run import run_search
+
+pytestmark = [pytest.mark.llm, pytest.mark.slow]
+
+
+def test_default_backend_search_completes_two_iterations(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "search", "--space", "nb201", "--dataset", "cifar10",
+         "--iterations", "2", "--run-dir", str(run_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iterations"] == 2
+    assert summary["llm"]["calls"] >= 4 and summary["llm"]["completion_tokens"] > 0
+    assert summary["stop_reason"].startswith("iteration limit")
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    calls = [e for e in events if e["event"] == "llm_call"]
+    assert {c["role"] for c in calls} == {"navigator", "generator"}
+    assert all(c["seconds"] > 0 and c["prompt_tokens"] > 0 for c in calls)
+    strategies = sorted((run_dir / "strategies").glob("*.md"))
+    assert len(strategies) == 2 and all(p.read_text().strip() for p in strategies)
+    # The embedded model's cells go through the grammar: every candidate is legal.
+    verdicts = [e["verdict"] for e in events if e["event"] == "candidate"]
+    assert verdicts and "illegal" not in verdicts
+
+
+def test_openai_backend_runs_a_search_against_a_real_server(openai_server_url):  # noqa: F811
+    llm = LLMSettings(backend="openai", model="local", base_url=openai_server_url,
+                      structured_method="function_calling", max_tokens=1200, timeout=600)
+    settings = SearchSettings(iterations=2, candidates=5, navigator_llm=llm, generator_llm=llm)
+    result = run_search(settings)
+    assert result.iterations == 2 and result.evaluations > 0
+    assert result.llm["calls"] >= 4 and result.llm["prompt_tokens"] > 0
