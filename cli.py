@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import os
+
+# llama.cpp's OpenMP threads busy-wait by default and starve each other when another process
+# holds a core; it must be set before torch or llama_cpp is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
 import shlex
 import sys
 import time
