@@ -21,6 +21,7 @@ from rich.console import Console
 
 from agents.calls import LLMUnavailable
 from agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
+from agents.model_store import ModelUnavailable
 from evals.bench import METHODS, RunSpec, run_bench, write_outputs
 from evals.progress import SearchProgress
 from evals.report import write_report
@@ -64,7 +65,8 @@ def _guarded(run):
     """Run a command body, turning known errors into one clear line."""
     try:
         return run()
-    except (UserError, DataFileError, IllegalArchitecture, ValueError, LLMUnavailable) as err:
+    except (UserError, DataFileError, IllegalArchitecture, ValueError, LLMUnavailable,
+            ModelUnavailable) as err:
         _fail(str(err))
 
 
