@@ -14,6 +14,8 @@ from tools.coordinator import Ledger
 # A search stops proposing after this many candidates per unit of budget (e.g. when a cost limit
 # rejects nearly everything or the policy keeps proposing cells it has already seen).
 MAX_PROPOSALS_PER_EVALUATION = 200
+# Evolution switches from mutating elites to random immigrants after this many misses in a row.
+STALL_PROPOSALS = 100
 
 
 def _proposal_cap(ledger: Ledger) -> int:
@@ -83,13 +85,18 @@ def evolution(
     while not ledger.spent:
         elites = sorted(population, key=ledger.score, reverse=True)[:n_elite]
         children: list[dict] = []
+        misses = 0  # proposals in a row that were not evaluated
         while len(children) < population_size and not ledger.spent:
             proposals += 1
             if proposals > _proposal_cap(ledger):
                 return "gave up: too many rejected proposals"
-            parent = elites[rng.integers(len(elites))]
-            child = ledger.space.mutate(ledger.space.parse(parent["arch"]), rng)
-            verdict, record = ledger.submit(child, source="mutation")
+            if misses < STALL_PROPOSALS:
+                parent = elites[rng.integers(len(elites))]
+                child, source = ledger.space.mutate(ledger.space.parse(parent["arch"]), rng), "mutation"
+            else:  # every near neighbour of the elites is seen or over the limit: bring in new blood
+                child, source = ledger.space.sample(rng), "random"
+            verdict, record = ledger.submit(child, source=source)
+            misses = 0 if verdict == "evaluated" else misses + 1
             if verdict == "evaluated":
                 children.append(record)
         population = elites + sorted(children, key=ledger.score, reverse=True)[

@@ -20,7 +20,7 @@ import numpy as np
 from evals.baselines import BASELINES
 from spaces import get_space
 from tools.coordinator import Ledger
-from tools.cost import CostCounter, CostLimit
+from tools.cost import CostLimit, shared_cost_counter
 from tools.evaluators import make_evaluator
 
 
@@ -88,7 +88,7 @@ def run_result(
 def make_ledger(spec: RunSpec) -> Ledger:
     space = get_space(spec.space)
     evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
-    counter = CostCounter(space, spec.dataset) if spec.cost_limit else None
+    counter = shared_cost_counter(spec.space, spec.dataset) if spec.cost_limit else None
     return Ledger(space, evaluator, spec.objective, spec.budget, counter, spec.cost_limit)
 
 
@@ -96,7 +96,8 @@ def _baseline_method(search: Callable) -> Callable[[RunSpec], RunResult]:
     def run(spec: RunSpec) -> RunResult:
         ledger = make_ledger(spec)
         stop_reason = search(ledger, np.random.default_rng(spec.seed))
-        return run_result(spec, ledger.records, ledger.evaluator, stop_reason, ledger.wall_seconds())
+        return run_result(spec, ledger.records, ledger.evaluator, stop_reason, ledger.wall_seconds(),
+                          rejected=dict(ledger.rejected))
 
     return run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage, RemoveMessage, SystemMessage
@@ -26,17 +25,12 @@ from prompts import render
 from spaces import get_space
 from tools.benchmark import Metrics
 from tools.coordinator import make_record, screen
-from tools.cost import Cost, CostCounter
+from tools.cost import Cost, shared_cost_counter
 from tools.evaluators import make_evaluator
 
 # How many already-evaluated architectures the Generator is shown (the best ones), to keep
 # prompts short for small models; the Coordinator rejects repeats anyway.
 SHOWN_EVALUATED = 10
-
-
-@cache
-def _cost_counter(space: str, dataset: str) -> CostCounter:
-    return CostCounter(get_space(space), dataset)
 
 
 def _evaluator(settings: SearchSettings):
@@ -154,7 +148,7 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
     settings = runtime.context
     space = get_space(settings.space)
     limit = settings.cost_limit()
-    counter = _cost_counter(settings.space, settings.dataset)
+    counter = shared_cost_counter(settings.space, settings.dataset)
     iteration = state.get("iteration", 0) + 1
     seen = {record["key"] for record in state.get("archive", [])}
     remaining = settings.budget - len(seen)

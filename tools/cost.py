@@ -11,6 +11,7 @@ total halved. A space with its own published convention (OFA) provides `count_co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 import torch
@@ -84,6 +85,14 @@ def count_flops_and_params(model: torch.nn.Module, input_shape: tuple[int, ...])
     with torch.no_grad(), mode:
         model(torch.zeros(input_shape, device=device))
     return Cost(flops_m=mode.get_total_flops() / 2 / 1e6, params_m=params / 1e6)
+
+
+@cache
+def shared_cost_counter(space_name: str, dataset: str) -> CostCounter:
+    """One counter (and so one cache) per space and dataset for the whole process."""
+    from spaces import get_space
+
+    return CostCounter(get_space(space_name), dataset)
 
 
 class CostCounter:
