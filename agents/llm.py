@@ -7,7 +7,6 @@ API keys come only from environment variables and never enter settings, state or
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 from typing import Literal
@@ -95,12 +94,6 @@ def _openai_model(settings: LLMSettings, seed: int | None) -> BaseChatModel:
         timeout=settings.timeout, max_retries=settings.max_retries, seed=seed,
         extra_body=extra_body or None,
     )
-
-
-def describe_settings(settings: LLMSettings) -> str:
-    """A one-line, secret-free description for logs and summaries."""
-    shown = settings.model_dump(exclude={"script"}, exclude_none=True)
-    return json.dumps(shown, sort_keys=True)
 
 
 def structured_model(model: BaseChatModel, schema: type[BaseModel], settings: LLMSettings):

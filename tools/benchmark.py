@@ -59,10 +59,6 @@ class NB201Benchmark:
         index = 0 if objective == "valid" else 1
         return max(acc[index] for acc in self._acc.values())
 
-    def all_scores(self, objective: str) -> dict[str, float]:
-        index = 0 if objective == "valid" else 1
-        return {key: acc[index] for key, acc in self._acc.items()}
-
 
 def load_nb201(dataset: str, path: str | Path | None = None) -> NB201Benchmark:
     """The NB201 evaluator for `dataset`, reading the table found by the data settings."""

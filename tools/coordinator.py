@@ -125,8 +125,5 @@ class Ledger:
         self.curve.append(self.score(self.best))
         return "evaluated", record
 
-    def seen(self, arch: BaseModel) -> bool:
-        return self.space.key(arch) in self._by_key
-
     def wall_seconds(self) -> float:
         return time.perf_counter() - self._started

@@ -44,9 +44,6 @@ class CostLimit:
     def allows(self, cost: Cost) -> bool:
         return cost.value(self.kind) <= self.max_m
 
-    def describe(self) -> str:
-        return f"{self.kind} <= {self.max_m:g} M"
-
 
 def _numel(shape) -> int:
     n = 1
