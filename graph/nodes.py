@@ -219,11 +219,7 @@ def route_start(state: SearchState, runtime: Runtime[SearchSettings]) -> Literal
 
 def route_to_evaluation(state: SearchState) -> list[Send] | Literal["record_round"]:
     """Fan the screened candidates out to `evaluate`, or go straight on if none passed."""
-    iteration = state.get("iteration", 0) + 1
-    sends = [
-        Send("evaluate", {"candidate": {**c, "iteration": iteration}, "iteration": iteration})
-        for c in state.get("screened", [])
-    ]
+    sends = [Send("evaluate", {"candidate": c}) for c in state.get("screened", [])]
     return sends or "record_round"
 
 

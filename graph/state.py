@@ -27,4 +27,3 @@ class EvaluationTask(TypedDict):
     """What one `evaluate` branch (sent with `Send`) receives."""
 
     candidate: dict[str, Any]
-    iteration: int
