@@ -152,7 +152,9 @@ def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
     if model:
         changes["model"] = model
     elif backend != defaults.backend:
-        changes["model"] = DEFAULT_LOCAL_MODEL if backend == "local" else defaults.model
+        if backend in ("openai", "vllm"):
+            raise UserError(f"{spec!r}: name the served model, e.g. {backend}:MODEL@URL")
+        changes["model"] = DEFAULT_LOCAL_MODEL
     if url:
         changes["base_url"] = url
     return LLMSettings.model_validate({**defaults.model_dump(), **changes})
