@@ -166,7 +166,9 @@ def search(
     dataset: Annotated[str, typer.Option(help="dataset")] = "cifar10",
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
     evaluator: Annotated[str | None, typer.Option(help="benchmark | predictor | supernet")] = None,
-    llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles)")] = "local",
+    llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles) | none (no LLM)")] = "local",
+    mode: Annotated[str, typer.Option(help="collm (statistics-steered) | paper (Algorithm 1)")] = "collm",
+    sources: Annotated[str | None, typer.Option(help="code candidate sources, comma-separated")] = None,
     navigator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Navigator")] = None,
     generator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Generator")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint")] = None,
@@ -205,7 +207,8 @@ def search(
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
             limit = cost_limit(max_flops, max_params)
-            base = {"backend": llm, "temperature": temperature}
+            use_llm = llm != "none"
+            base = {"backend": llm if use_llm else "local", "temperature": temperature}
             if llm in ("openai", "vllm") and not model:
                 raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
             if model:
@@ -227,7 +230,8 @@ def search(
                 navigator_llm=llm_spec(navigator_llm, defaults),
                 generator_llm=llm_spec(generator_llm, defaults),
                 navigator_memory=navigator_memory, generator_memory=generator_memory,
-                single_llm=single_llm, seed=seed,
+                single_llm=single_llm, seed=seed, mode=mode, use_llm=use_llm,
+                **({"sources": _split(sources)} if sources else {}),
             )
             check_search_inputs(settings)
             thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -249,6 +253,38 @@ def check_search_inputs(settings) -> None:
 
     get_space(settings.space)
     make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
+
+
+@app.command("probe-ranking")
+def probe_ranking(
+    dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagenet16")] = "cifar10",
+    trials: Annotated[int, typer.Option(help="sets of 10 random cells")] = 40,
+    llm: Annotated[str, typer.Option(help="backend[:model][@url]")] = "local",
+    variants: Annotated[str, typer.Option(help="rank, predict (comma-separated)")] = "rank,predict",
+    seed: Annotated[int, typer.Option()] = 0,
+    data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    out: Annotated[Path | None, typer.Option(help="markdown table (.json beside it)")] = None,
+):
+    """The paper's ranking probe: blind ranking of 10 random cells, Kendall tau vs the table."""
+    from evals.probe import VARIANTS, run_probe, write_probe
+
+    def body():
+        if trials < 1:
+            raise UserError(f"--trials must be at least 1, got {trials}")
+        chosen = _split(variants)
+        if not chosen or any(v not in VARIANTS for v in chosen):
+            raise UserError(f"--variants must be from {', '.join(VARIANTS)}, got {variants!r}")
+        settings = llm_spec(llm, LLMSettings())
+        from tools.evaluators import make_evaluator
+
+        make_evaluator("nb201", dataset, data_path=str(data) if data else None)  # fail early
+        results = run_probe(dataset, trials, settings, seed, chosen, str(data) if data else None)
+        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        path = write_probe(dataset, results, f"{settings.backend}:{settings.model}",
+                           out or Path(f"results/probe_ranking_{dataset}.md"), command)
+        print(path.read_text())
+
+    _guarded(body)
 
 
 @app.command()

@@ -70,8 +70,12 @@ def ask_structured(
     retries: int,
     size: int,
     iteration: int,
+    retry_prompt: str = "generator_retry",
+    items_field: str | None = "architectures",
 ) -> StructuredReply:
-    """Ask for `schema`; on a bad reply re-ask with the error text, at most `retries` times."""
+    """Ask for `schema`; on a bad reply re-ask with the error text, at most `retries` times.
+
+    `items_field` names the reply's list of architectures (None: the reply has none)."""
     structured = structured_model(model, schema, settings)
     reply = StructuredReply(parsed=None, items=[], calls=[], transcript=[])
     conversation = list(messages)
@@ -89,12 +93,12 @@ def ask_structured(
         )
         if error is None:
             reply.parsed, reply.error = out["parsed"], None
-            reply.items = list(reply.parsed.architectures)
+            reply.items = list(getattr(reply.parsed, items_field)) if items_field else []
             reply.transcript.append(AIMessage(content=reply.parsed.model_dump_json()))
             return
         reply.error = _short_error(error)
-        reply.items = salvage_items(raw, "architectures")
-        retry = HumanMessage(content=render("generator_retry", error=reply.error, candidates=size))
+        reply.items = salvage_items(raw, items_field) if items_field else []
+        retry = HumanMessage(content=render(retry_prompt, error=reply.error, candidates=size))
         answer = AIMessage(content=text or str(getattr(raw, "tool_calls", "")))
         conversation.extend([answer, retry])
         reply.transcript.extend([answer, retry])

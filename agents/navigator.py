@@ -2,13 +2,18 @@
 
 Stateful by default: its conversation is kept in the checkpointed graph state, so each call sees
 every earlier round. With memory off it sees only the system prompt and the latest results.
+
+Two forms: the paper's free-text strategy for an LLM Generator (`--mode paper`), and the default
+steering reply, structured, that orders the Coordinator's code-built candidates.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field, create_model
 
 from agents.calls import split_reasoning, timed_invoke, usage_record
 from prompts import render
@@ -83,3 +88,36 @@ def call_navigator(model, messages: list[BaseMessage], iteration: int):
     strategy, reasoning = split_reasoning(reply)
     usage = usage_record("navigator", reply, seconds, iteration=iteration, ok=bool(strategy))
     return strategy, AIMessage(content=strategy), usage, reasoning
+
+
+# --- statistics-guided steering (the default `collm` mode) ---------------------------------
+
+SUMMARY_CHARS = 120
+
+
+@cache
+def steering_schema(space: SearchSpace) -> type[BaseModel]:
+    """`{"summary": str, "prefer": {group: [1-2 values]}}` over the space's dimension groups."""
+    fields = {
+        group: (
+            list[Literal[space.dimensions[dims[0]]]],  # type: ignore[valid-type]
+            Field(min_length=1, max_length=2, description=f"values to move {group} towards"),
+        )
+        for group, dims in space.dimension_groups().items()
+    }
+    preferences = create_model("Preferences", **fields)
+    return create_model(
+        "Steering",
+        summary=(str, Field(max_length=SUMMARY_CHARS, description="what the statistics show")),
+        prefer=(preferences, Field(description="preferred values per dimension")),
+    )
+
+
+def steering_weights(space: SearchSpace, prefer: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
+    """The Navigator's preferences as weights on every dimension: 1 preferred, 0 otherwise."""
+    weights = {}
+    for group, dims in space.dimension_groups().items():
+        chosen = {str(v) for v in prefer.get(group, [])}
+        for dim in dims:
+            weights[dim] = {str(v): float(str(v) in chosen) for v in space.dimensions[dim]}
+    return weights

@@ -102,8 +102,8 @@ def _baseline_method(search: Callable) -> Callable[[RunSpec], RunResult]:
     return run
 
 
-def _llm_method(single_llm: bool) -> Callable[[RunSpec], RunResult]:
-    """CoLLM-NAS (or SiLLM-NAS) through the search graph, with the baselines' accounting."""
+def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
+    """A search-graph mode (CoLLM-NAS, its ablations, SiLLM-NAS) with the baselines' accounting."""
 
     def run(spec: RunSpec) -> RunResult:
         from graph.context import SearchSettings
@@ -112,24 +112,32 @@ def _llm_method(single_llm: bool) -> Callable[[RunSpec], RunResult]:
         limit = spec.cost_limit
         settings = SearchSettings(
             space=spec.space, dataset=spec.dataset, objective=spec.objective,
-            data_path=spec.data_path, budget=spec.budget, seed=spec.seed, single_llm=single_llm,
+            data_path=spec.data_path, budget=spec.budget, seed=spec.seed,
             cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
-            **spec.options,
+            **{**spec.options, **variant},
         )
         result = run_search(settings)
         records = sorted(result.archive, key=lambda r: r["evaluation"])
         evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
+        sources: dict[str, int] = {}
+        for record in records:
+            sources[record["source"]] = sources.get(record["source"], 0) + 1
         return run_result(spec, records, evaluator, result.stop_reason or "", result.wall_seconds,
-                          llm=result.llm)
+                          llm=result.llm, sources=sources, counterfactuals=result.counterfactuals)
 
     return run
 
 
 METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
     **{name: _baseline_method(search) for name, search in BASELINES.items()},
-    "collm": _llm_method(single_llm=False),
+    "collm": _llm_method(),
+    "collm-paper": _llm_method(mode="paper"),
+    "collm-nollm": _llm_method(use_llm=False),
+    "collm-navmem-off": _llm_method(navigator_memory=False),
+    "collm-paper-genmem": _llm_method(mode="paper", generator_memory=True),
     "sillm": _llm_method(single_llm=True),
 }
+LLM_FREE = {*BASELINES, "collm-nollm"}
 
 
 def run_bench(

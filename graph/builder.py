@@ -1,8 +1,11 @@
 """The CoLLM-NAS graph, top to bottom like its picture.
 
-START -> navigate -> generate -> screen_candidates -(Send per candidate)-> evaluate -> record_round
-record_round -> navigate (next round) | END (target, iterations or budget reached).
-With `single_llm`, `reflect_and_generate` replaces navigate + generate (SiLLM-NAS).
+Each round starts with the mode's first step and ends in `record_round`:
+- collm (default):  steer (Navigator, statistics) -> propose (code sources) -> screen ...
+- collm, no LLM:    propose -> screen ...
+- paper:            navigate (free-text strategy) -> generate (LLM Generator) -> screen ...
+- sillm:            reflect_and_generate -> screen ...
+screen_candidates -(Send per candidate)-> evaluate -> record_round -> next round | END.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ from graph.nodes import (
     evaluate,
     generate,
     navigate,
+    propose,
     record_round,
     reflect_and_generate,
     route_after_round,
     route_start,
     route_to_evaluation,
     screen_candidates,
+    steer,
 )
 from graph.state import SearchState
 
 
 def build_graph() -> StateGraph:
     builder = StateGraph(SearchState, context_schema=SearchSettings)
+    builder.add_node(steer)
+    builder.add_node(propose)
     builder.add_node(navigate)
     builder.add_node(generate)
     builder.add_node(reflect_and_generate)
@@ -33,13 +40,16 @@ def build_graph() -> StateGraph:
     builder.add_node(evaluate)
     builder.add_node(record_round)
 
-    builder.add_conditional_edges(START, route_start)
+    starts = ["steer", "propose", "navigate", "reflect_and_generate"]
+    builder.add_conditional_edges(START, route_start, starts)
+    builder.add_edge("steer", "propose")
+    builder.add_edge("propose", "screen_candidates")
     builder.add_edge("navigate", "generate")
     builder.add_edge("generate", "screen_candidates")
     builder.add_edge("reflect_and_generate", "screen_candidates")
     builder.add_conditional_edges("screen_candidates", route_to_evaluation, ["evaluate", "record_round"])
     builder.add_edge("evaluate", "record_round")
-    builder.add_conditional_edges("record_round", route_after_round, ["navigate", "reflect_and_generate", END])
+    builder.add_conditional_edges("record_round", route_after_round, [*starts, END])
     return builder
 
 

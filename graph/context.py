@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from agents.llm import LLMSettings
 from tools.cost import CostLimit
+from tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 
 
 class SearchSettings(BaseModel):
@@ -30,12 +31,37 @@ class SearchSettings(BaseModel):
     navigator_memory: bool = Field(True, description="the Navigator keeps its conversation")
     generator_memory: bool = Field(False, description="the Generator keeps its conversation")
     single_llm: bool = Field(False, description="SiLLM-NAS: one model reflects and generates")
+    mode: Literal["collm", "paper"] = Field(
+        "collm",
+        description="collm: the Navigator steers code-built candidates with the archive "
+        "statistics; paper: the paper's Algorithm 1 (free-text strategy, LLM Generator)",
+    )
+    use_llm: bool = Field(True, description="false: the same loop with the LLM removed")
+    sources: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCES),
+        description=f"code candidate sources, from: {', '.join(RULE_SOURCES)}",
+    )
+    measure_llm: bool = Field(
+        True, description="score the LLM's candidates against the rule's on the same state "
+        "(only with a benchmark or predictor evaluator)",
+    )
     seed: int = 0
 
     @model_validator(mode="after")
     def _limit_needs_kind(self) -> SearchSettings:
         if (self.cost_kind is None) != (self.max_cost is None):
             raise ValueError("a cost limit needs both cost_kind (flops|params) and max_cost")
+        return self
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> SearchSettings:
+        unknown = [s for s in self.sources if s not in RULE_SOURCES]
+        if unknown or not self.sources:
+            raise ValueError(
+                f"sources must be a non-empty list from {', '.join(RULE_SOURCES)}; got {self.sources}"
+            )
+        if self.mode == "paper" and not self.use_llm:
+            raise ValueError("mode 'paper' needs the LLM: the LLM-free loop is mode 'collm' without it")
         return self
 
     def cost_limit(self) -> CostLimit | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from langchain_core.messages import HumanMessage, RemoveMessage, SystemMessage
 from langgraph.graph import END
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
@@ -18,19 +19,37 @@ from agents.navigator import (
     mission_variables,
     navigator_request,
     results_table,
+    steering_schema,
+    steering_weights,
 )
 from graph.context import SearchSettings
 from graph.state import EvaluationTask, SearchState
 from prompts import render
 from spaces import get_space
+from tools.archive import TOP_FRACTION, dimension_stats, ranked, ridge_weights, stats_text
 from tools.benchmark import Metrics
 from tools.coordinator import make_record, screen
 from tools.cost import Cost, shared_cost_counter
 from tools.evaluators import make_evaluator
+from tools.sources import (
+    LLM_SOURCE,
+    Picker,
+    allocate,
+    hit_threshold,
+    propose_batch,
+    score_candidates,
+)
 
 # How many already-evaluated architectures the Generator is shown (the best ones), to keep
 # prompts short for small models; the Coordinator rejects repeats anyway.
 SHOWN_EVALUATED = 10
+# How many of the best architectures the steering Navigator sees beside the statistics.
+SHOWN_BEST = 3
+# Candidates scored per side when the LLM's choice is compared with the rule's (same state).
+COUNTERFACTUAL_SIZE = 10
+# The counterfactual's "hit": a candidate in the space's top 1 % (where the evaluator knows it).
+TOP_SHARE = 0.01
+LLM_PROPOSERS = ("generator", "single_llm")
 
 
 def _evaluator(settings: SearchSettings):
@@ -143,6 +162,71 @@ def reflect_and_generate(state: SearchState, runtime: Runtime[SearchSettings]) -
     }
 
 
+def steer(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
+    """The Navigator reads the archive statistics and says which values each dimension should
+    move towards (structured); code turns that into candidates in `propose`."""
+    settings = runtime.context
+    space = get_space(settings.space)
+    records = state.get("archive", [])
+    variables = {
+        **mission_variables(settings, space), **_progress_variables(state, settings),
+        "top_percent": round(100 * TOP_FRACTION),
+        "stats_text": stats_text(space, dimension_stats(space, records, settings.objective)),
+        "top_table": _best_table(records, settings.objective),
+    }
+    memory = settings.navigator_memory
+    history = state.get("navigator_messages", []) if memory else []
+    system = [] if history else [SystemMessage(content=render("steer_system", **variables))]
+    messages = [*system, *history, HumanMessage(content=render("steer_user", **variables))]
+    # Memory keeps each round's decision with a one-line digest, not its (stale) statistics.
+    digest = HumanMessage(content=render("steer_digest", **variables))
+    reply = ask_structured(
+        make_chat_model(settings.navigator_llm, settings.seed), settings.navigator_llm,
+        steering_schema(space), messages, role="navigator", retries=settings.generator_retries,
+        size=settings.candidates, iteration=variables["iteration"] + 1,
+        retry_prompt="steer_retry", items_field=None,
+    )
+    steering = None
+    if reply.parsed is not None:
+        steering = {"summary": reply.parsed.summary,
+                    "prefer": reply.parsed.prefer.model_dump(), "iteration": variables["iteration"] + 1}
+    kept = [*system, digest, *reply.transcript]
+    if not memory:
+        kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
+    return {
+        "steering": steering,
+        "strategy": reply.parsed.model_dump_json(indent=1) if reply.parsed is not None else "",
+        "navigator_messages": kept,
+        "llm_calls": reply.calls,
+    }
+
+
+def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
+    """Coordinator: build the batch from the code sources (and the Navigator's steering), each
+    source's share set by its hit rate so far; measure the steering against the rule."""
+    settings = runtime.context
+    space = get_space(settings.space)
+    iteration = state.get("iteration", 0) + 1
+    steering = state.get("steering") if settings.use_llm else None
+    llm_weights = steering_weights(space, steering["prefer"]) if steering else None
+    sources = [*settings.sources, *([LLM_SOURCE] if llm_weights else [])]
+    slots = allocate(state.get("source_stats", {}), sources, settings.candidates)
+    batch = _code_batch(state, settings, slots, llm_weights)
+    update: dict[str, Any] = {
+        "candidates": [{"arch": arch.model_dump(), "source": source} for arch, source in batch],
+    }
+    if llm_weights is not None:
+        llm_side = _code_batch(state, settings, {LLM_SOURCE: COUNTERFACTUAL_SIZE}, llm_weights,
+                               size=COUNTERFACTUAL_SIZE, stream=1)
+        rule_side = _code_batch(state, settings, {"neighbours": COUNTERFACTUAL_SIZE}, None,
+                                size=COUNTERFACTUAL_SIZE, stream=1)
+        measured = _measure(settings, iteration, "steering", [a for a, _ in llm_side],
+                            [a for a, _ in rule_side])
+        if measured:
+            update["counterfactuals"] = [measured]
+    return update
+
+
 def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
     """Coordinator: legality, dedupe (archive and batch), cost limit, remaining budget."""
     settings = runtime.context
@@ -153,6 +237,7 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
     seen = {record["key"] for record in state.get("archive", [])}
     remaining = settings.budget - len(seen)
     passing, rejected = [], []
+    novel = []  # legal, new and within the limit (also those the budget cuts off)
     for candidate in state.get("candidates", []):
         checked = screen(candidate["arch"], space, seen, counter, limit)
         result = {
@@ -163,6 +248,8 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
         }
         if checked.verdict is None and len(passing) >= remaining:
             checked.verdict, checked.reason = "budget_spent", "the evaluation budget is spent"
+        if checked.verdict == "budget_spent":
+            novel.append(checked.arch)
         if checked.verdict is not None:
             rejected.append({**result, "verdict": checked.verdict, "reason": checked.reason})
             continue
@@ -171,7 +258,17 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
             **result, "arch": checked.arch.model_dump(),
             "evaluation": len(state.get("archive", [])) + len(passing) + 1,
         })
-    return {"screened": passing, "round_results": rejected}
+        novel.append(checked.arch)
+    update: dict[str, Any] = {"screened": passing, "round_results": rejected}
+    proposers = {c["source"] for c in state.get("candidates", [])} & set(LLM_PROPOSERS)
+    if proposers and settings.use_llm:
+        rule_side = _code_batch(state, settings, allocate({}, settings.sources, settings.candidates),
+                                None, stream=1)
+        measured = _measure(settings, iteration, proposers.pop(), novel, [a for a, _ in rule_side])
+        if measured:
+            measured["proposed"] = len(state.get("candidates", []))
+            update["counterfactuals"] = [measured]
+    return update
 
 
 def evaluate(task: EvaluationTask, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
@@ -193,10 +290,18 @@ def record_round(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[s
     settings = runtime.context
     iteration = state.get("iteration", 0) + 1
     best = state.get("best")
+    earlier = [r for r in state.get("archive", []) if r["iteration"] < iteration]
+    threshold = hit_threshold(earlier, settings.objective)
+    source_stats = {k: dict(v) for k, v in state.get("source_stats", {}).items()}
     for record in state.get("archive", []):
-        if record["iteration"] == iteration and (
-            best is None or _score(record, settings.objective) > _score(best, settings.objective)
-        ):
+        if record["iteration"] != iteration:
+            continue
+        score = _score(record, settings.objective)
+        counts = source_stats.setdefault(record["source"], {"evaluated": 0, "hits": 0, "new_best": 0})
+        counts["evaluated"] += 1
+        counts["hits"] += threshold is not None and score > threshold
+        counts["new_best"] += state.get("best") is not None and score > _score(state["best"], settings.objective)
+        if best is None or score > _score(best, settings.objective):
             best = record
     used = len(state.get("archive", []))
     stop_reason = None
@@ -207,14 +312,23 @@ def record_round(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[s
     elif iteration >= settings.iterations:
         stop_reason = f"iteration limit reached ({iteration})"
     return {"iteration": iteration, "best": best, "stop_reason": stop_reason, "candidates": [],
-            "screened": []}
+            "screened": [], "source_stats": source_stats}
 
 
 # --- routers -------------------------------------------------------------------------------
 
 
-def route_start(state: SearchState, runtime: Runtime[SearchSettings]) -> Literal["navigate", "reflect_and_generate"]:
-    return "reflect_and_generate" if runtime.context.single_llm else "navigate"
+Start = Literal["steer", "propose", "navigate", "reflect_and_generate"]
+
+
+def route_start(state: SearchState, runtime: Runtime[SearchSettings]) -> Start:
+    """Each round begins with the mode's first step (the same every round)."""
+    settings = runtime.context
+    if not settings.use_llm:
+        return "propose"
+    if settings.single_llm:
+        return "reflect_and_generate"
+    return "navigate" if settings.mode == "paper" else "steer"
 
 
 def route_to_evaluation(state: SearchState) -> list[Send] | Literal["record_round"]:
@@ -225,13 +339,62 @@ def route_to_evaluation(state: SearchState) -> list[Send] | Literal["record_roun
 
 def route_after_round(
     state: SearchState, runtime: Runtime[SearchSettings]
-) -> Literal["navigate", "reflect_and_generate", "__end__"]:
+) -> Start | Literal["__end__"]:
     if state.get("stop_reason"):
         return END
     return route_start(state, runtime)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def _rng(settings: SearchSettings, iteration: int, stream: int) -> np.random.Generator:
+    """Reproducible per (seed, round, stream), so a resumed round proposes the same batch."""
+    return np.random.default_rng([settings.seed, iteration, stream])
+
+
+def _code_batch(
+    state: SearchState, settings: SearchSettings, slots: dict[str, int],
+    llm_weights: dict[str, dict[str, float]] | None, size: int | None = None, stream: int = 0,
+) -> list[tuple[Any, str]]:
+    """Candidates from the code sources for the current archive (nothing evaluated here)."""
+    space = get_space(settings.space)
+    records = state.get("archive", [])
+    limit = settings.cost_limit()
+    allowed = None
+    if limit is not None:
+        counter = shared_cost_counter(settings.space, settings.dataset)
+        allowed = lambda arch: limit.allows(counter(arch))  # noqa: E731
+    picker = Picker(space, {r["key"] for r in records}, allowed)
+    return propose_batch(
+        space, records, settings.objective, size or settings.candidates,
+        _rng(settings, state.get("iteration", 0) + 1, stream), picker,
+        ridge_weights(space, records, settings.objective), slots, llm_weights,
+    )
+
+
+def _measure(
+    settings: SearchSettings, iteration: int, proposer: str, llm_archs: list, rule_archs: list
+) -> dict[str, Any] | None:
+    """The LLM's candidates vs the rule's from the same state, scored by a cheap evaluator."""
+    evaluator = _evaluator(settings)
+    if not settings.measure_llm or getattr(evaluator, "kind", None) not in ("benchmark", "predictor"):
+        return None
+    top = getattr(evaluator, "top_threshold", None)
+    threshold = top(settings.objective, TOP_SHARE) if top else None
+    return {
+        "iteration": iteration, "proposer": proposer,
+        "llm": score_candidates(evaluator, llm_archs, settings.objective, threshold),
+        "rule": score_candidates(evaluator, rule_archs, settings.objective, threshold),
+    }
+
+
+def _best_table(records: list[dict[str, Any]], objective: str) -> str:
+    lines = []
+    for record in ranked(records, objective)[:SHOWN_BEST]:
+        cost = f", {record['flops_m']:.1f} MFLOPs" if record.get("flops_m") is not None else ""
+        lines.append(f"- {record['key']} {record[f'{objective}_acc']:.2f}{cost}")
+    return "\n".join(lines) or "- (none yet)"
 
 
 def _plain(item: Any) -> Any:

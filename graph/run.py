@@ -37,6 +37,7 @@ class SearchResult:
     wall_seconds: float
     run_dir: str | None = None
     rejections: dict[str, int] = field(default_factory=dict)
+    counterfactuals: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         best = self.best or {}
@@ -72,6 +73,7 @@ def result_from_state(values: dict[str, Any], thread_id: str, wall: float, run_d
         evaluations=len(values.get("archive", [])), iterations=values.get("iteration", 0),
         stop_reason=values.get("stop_reason"), llm=llm_totals(values.get("llm_calls", [])),
         wall_seconds=wall, run_dir=str(run_dir) if run_dir else None, rejections=rejections,
+        counterfactuals=list(values.get("counterfactuals", [])),
     )
 
 
@@ -109,13 +111,15 @@ def events_of_update(node: str, update: dict[str, Any]) -> list[tuple[str, dict[
     events: list[tuple[str, dict[str, Any]]] = []
     if not update:
         return events
-    if update.get("strategy") is not None and node in ("navigate", "reflect_and_generate"):
+    if update.get("strategy") is not None and node in ("steer", "navigate", "reflect_and_generate"):
         iteration = next((c.get("iteration") for c in update.get("llm_calls", [])), None)
         events.append(("strategy", {"iteration": iteration, "text": update["strategy"]}))
     for call in update.get("llm_calls", []):
         events.append(("llm_call", call))
     for result in update.get("round_results", []):
         events.append(("candidate", result))
+    for measured in update.get("counterfactuals", []):
+        events.append(("counterfactual", measured))
     if node == "record_round":
         events.append(("round", {
             "iteration": update["iteration"], "best": (update.get("best") or {}).get("key"),

@@ -11,7 +11,8 @@ from langgraph.graph.message import add_messages
 
 class SearchState(TypedDict, total=False):
     iteration: int  # rounds completed
-    strategy: str  # the Navigator's latest strategy
+    strategy: str  # the Navigator's latest strategy (or steering summary)
+    steering: dict[str, Any] | None  # the Navigator's latest preferences (collm mode)
     navigator_messages: Annotated[list[AnyMessage], add_messages]
     generator_messages: Annotated[list[AnyMessage], add_messages]  # only with generator memory
     candidates: list[dict[str, Any]]  # this round's proposals: {"arch": raw, "source": ...}
@@ -20,6 +21,8 @@ class SearchState(TypedDict, total=False):
     round_results: Annotated[list[dict[str, Any]], operator.add]  # every verdict, every round
     best: dict[str, Any] | None
     llm_calls: Annotated[list[dict[str, Any]], operator.add]
+    source_stats: dict[str, dict[str, int]]  # per candidate source: evaluated, hits, new_best
+    counterfactuals: Annotated[list[dict[str, Any]], operator.add]  # LLM vs rule, same state
     stop_reason: str | None
 
 

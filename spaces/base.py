@@ -9,6 +9,7 @@ pydantic `Arch` whose fields are those dimensions; its JSON schema is what the G
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -64,6 +65,21 @@ class SearchSpace(ABC):
         """Space knowledge for prompts: choices, representation, structure."""
 
     # Generic operations derived from the dimensions; spaces may override them.
+
+    def dimension_groups(self, max_groups: int = 12) -> dict[str, list[str]]:
+        """Dimensions as an LLM is asked about them: each on its own, or folded by name when
+        there are many (`ks_0`..`ks_19` -> `ks`)."""
+        dims = list(self.dimensions)
+        if len(dims) <= max_groups:
+            return {dim: [dim] for dim in dims}
+        groups: dict[str, list[str]] = {}
+        for dim in dims:
+            groups.setdefault(re.sub(r"_\d+$", "", dim), []).append(dim)
+        return groups
+
+    def active_genes(self, arch: BaseModel) -> tuple[bool, ...]:
+        """Which genes shape the network (False: ignored by `key`, e.g. unused blocks)."""
+        return (True,) * len(self.dimensions)
 
     def sample(self, rng: np.random.Generator) -> BaseModel:
         """A uniformly random architecture."""

@@ -158,6 +158,11 @@ class MobileNetSpace(SearchSpace):
                 vector[offset_e + 3 * b: offset_e + 3 * b + 3] = 0.0
         return vector
 
+    def active_genes(self, arch: MobileNetArch) -> tuple[bool, ...]:
+        active = set(active_blocks(arch.d))
+        blocks = tuple(b in active for b in range(N_BLOCKS))
+        return (True,) * (1 + N_STAGES) + blocks + blocks
+
     def mutate(self, arch: MobileNetArch, rng: np.random.Generator) -> MobileNetArch:
         """Change one gene that matters (resolution, a depth, or an active block's kernel size or
         expand ratio) to a different value; the result is always a different network."""

@@ -46,6 +46,9 @@ class NB201Arch(BaseModel):
 class NB201Space(SearchSpace):
     name = "nb201"
     Arch: ClassVar[type[BaseModel]] = NB201Arch
+    # Every edge's operation is its own module and the cell's sums count no FLOPs, so a cell's
+    # cost is a base plus one term per edge (checked against full counts in the tests).
+    cost_is_additive = True
 
     @property
     def dimensions(self) -> dict[str, tuple[str, ...]]:

@@ -45,7 +45,7 @@ def fresh_models():
 
 def settings(generator_script, navigator_script=(STRATEGY,), **overrides) -> SearchSettings:
     values = {
-        "candidates": 3, "iterations": 5, "budget": 100, "generator_retries": 2,
+        "mode": "paper", "measure_llm": False, "candidates": 3, "iterations": 5, "budget": 100, "generator_retries": 2,
         "navigator_llm": LLMSettings(backend="fake", script=list(navigator_script)),
         "generator_llm": LLMSettings(backend="fake", script=list(generator_script), temperature=0.5),
         **overrides,

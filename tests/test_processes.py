@@ -53,8 +53,8 @@ def _archive(run_dir: Path) -> list[dict]:
 def test_sigkilled_search_resumes_without_losing_or_repeating(tmp_path):
     script = _script(tmp_path / "replies.json", batches=30, size=10)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "cli", "search", "--llm", "fake", "--fake-script", str(script),
-               "--budget", "100", "--iterations", "30", "--candidates", "10", "--run-dir", str(run_dir)]
+    command = [sys.executable, "-m", "cli", "search", "--mode", "paper", "--llm", "fake",
+               "--fake-script", str(script), "--budget", "100", "--iterations", "30", "--candidates", "10", "--run-dir", str(run_dir)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = run_dir / "events.jsonl"
     deadline = time.time() + 240
@@ -126,7 +126,7 @@ def test_langgraph_dev_serves_the_graph(langgraph_server, tmp_path):
 
     replies = json.loads(_script(tmp_path / "r.json", batches=2, size=5, seed=3).read_text())
     fake = {"backend": "fake", "script": replies}
-    context = {"space": "nb201", "dataset": "cifar10", "iterations": 2, "budget": 20, "candidates": 5,
+    context = {"space": "nb201", "dataset": "cifar10", "mode": "paper", "iterations": 2, "budget": 20, "candidates": 5,
                "navigator_llm": {"backend": "fake", "script": ["SUMMARY: go wide"]},
                "generator_llm": fake}
     client = get_sync_client(url=langgraph_server)

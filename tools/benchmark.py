@@ -59,6 +59,12 @@ class NB201Benchmark:
         index = 0 if objective == "valid" else 1
         return max(acc[index] for acc in self._acc.values())
 
+    def top_threshold(self, objective: str, share: float) -> float:
+        """The score that puts a cell in the space's top `share` (e.g. 0.01 for the top 1 %)."""
+        index = 0 if objective == "valid" else 1
+        scores = sorted((acc[index] for acc in self._acc.values()), reverse=True)
+        return scores[max(0, int(share * len(scores)) - 1)]
+
 
 def load_nb201(dataset: str, path: str | Path | None = None) -> NB201Benchmark:
     """The NB201 evaluator for `dataset`, reading the table found by the data settings."""

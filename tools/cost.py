@@ -99,6 +99,7 @@ class CostCounter:
         self.space = space
         self.dataset = dataset
         self._cache: dict[str, Cost] = {}
+        self._parts: tuple[Cost, dict] | None = None
 
     def __call__(self, arch: BaseModel) -> Cost:
         key = self.space.key(arch)
@@ -107,11 +108,36 @@ class CostCounter:
             if own_count is not None:  # a space with its own published counting convention
                 flops_m, params_m = own_count(arch, self.dataset)
                 self._cache[key] = Cost(flops_m=flops_m, params_m=params_m)
+            elif getattr(self.space, "cost_is_additive", False):
+                self._cache[key] = self._additive(arch)
             else:
-                # Shapes are all the count needs: the meta device skips the arithmetic.
-                with torch.device("meta"):
-                    model = self.space.build(arch, self.dataset)
-                self._cache[key] = count_flops_and_params(
-                    model, self.space.input_shape(arch, self.dataset)
-                )
+                self._cache[key] = self.count(arch)
         return self._cache[key]
+
+    def count(self, arch: BaseModel) -> Cost:
+        """A full count on the real network (no shortcut)."""
+        with torch.device("meta"):  # shapes are all the count needs: no arithmetic is done
+            model = self.space.build(arch, self.dataset)
+        return count_flops_and_params(model, self.space.input_shape(arch, self.dataset))
+
+    def _additive(self, arch: BaseModel) -> Cost:
+        """For spaces whose cost is a sum over genes (`cost_is_additive`): the cost of a base
+        architecture plus each gene's counted change, from 1 + sum(choices - 1) full counts."""
+        if self._parts is None:
+            dims = list(self.space.dimensions.values())
+            base_genes = [values[0] for values in dims]
+            base = self.count(self.space.from_genes(base_genes))
+            deltas = {}
+            for i, values in enumerate(dims):
+                for value in values[1:]:
+                    genes = list(base_genes)
+                    genes[i] = value
+                    cost = self.count(self.space.from_genes(genes))
+                    deltas[i, value] = (cost.flops_m - base.flops_m, cost.params_m - base.params_m)
+            self._parts = (base, deltas)
+        base, deltas = self._parts
+        flops, params = base.flops_m, base.params_m
+        for i, value in enumerate(self.space.genes(arch)):
+            d_flops, d_params = deltas.get((i, value), (0.0, 0.0))
+            flops, params = flops + d_flops, params + d_params
+        return Cost(flops_m=round(flops, 6), params_m=round(params, 6))

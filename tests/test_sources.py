@@ -1,0 +1,159 @@
+"""Archive statistics, code candidate sources and the batch allocation (no LLM involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spaces import get_space
+from tools.archive import dimension_stats, ridge_weights, stats_text
+from tools.coordinator import make_record
+from tools.cost import CostCounter
+from tools.evaluators import make_evaluator
+from tools.sources import (
+    DEFAULT_SOURCES,
+    LLM_SOURCE,
+    RULE_SOURCES,
+    Picker,
+    allocate,
+    hit_threshold,
+    neighbours,
+    propose_batch,
+)
+
+NB201 = get_space("nb201")
+
+
+def archive(n: int, seed: int = 0, dataset: str = "cifar10") -> list[dict]:
+    evaluator = make_evaluator("nb201", dataset)
+    rng = np.random.default_rng(seed)
+    records, keys = [], set()
+    while len(records) < n:
+        arch = NB201.sample(rng)
+        if NB201.key(arch) in keys:
+            continue
+        keys.add(NB201.key(arch))
+        records.append(make_record(NB201.key(arch), arch.model_dump(), evaluator.evaluate(arch),
+                                   None, evaluation=len(records) + 1, source="random"))
+    return records
+
+
+def test_dimension_stats_count_every_gene_and_the_top_share():
+    records = archive(40)
+    stats = dimension_stats(NB201, records, "valid", top_fraction=0.25)
+    for dim in NB201.dimensions:
+        assert sum(c["n"] for c in stats[dim].values()) == 40
+        assert sum(c["n_top"] for c in stats[dim].values()) == 10
+    best = max(records, key=lambda r: r["valid_acc"])
+    for dim, value in zip(NB201.dimensions, NB201.genes(NB201.parse(best["arch"])), strict=True):
+        assert stats[dim][value]["best"] == pytest.approx(best["valid_acc"], abs=1e-3)
+    text = stats_text(NB201, stats)
+    assert text.count("\n") == 5 and "edge_3_2:" in text
+
+
+def test_mobilenet_statistics_ignore_genes_of_unused_blocks():
+    space = get_space("mobilenet")
+    genes = [224] + [2] * 5 + [3] * 20 + [6] * 20
+    arch = space.from_genes(genes)
+    genes[1 + 5 + 2] = 7  # kernel of block 2: unused when stage 0 has depth 2
+    other = space.from_genes(genes)
+    assert space.key(arch) == space.key(other)
+    record = {"arch": other.model_dump(), "valid_acc": 70.0, "evaluation": 1}
+    stats = dimension_stats(space, [record], "valid")
+    assert stats["ks_2"]["7"]["n"] == 0 and stats["ks_0"]["3"]["n"] == 1
+    assert all(space.key(child) != space.key(arch) for child, *_ in neighbours(space, arch))
+
+
+def test_ridge_weights_prefer_the_value_that_raises_accuracy():
+    records = archive(80)
+    weights = ridge_weights(NB201, records, "valid")
+    # On NB201 3x3 convolutions raise accuracy and "none" edges lower it.
+    gaps = [weights[d]["nor_conv_3x3"] - weights[d]["none"] for d in NB201.dimensions]
+    assert sum(gap > 0 for gap in gaps) >= 5 and sum(gaps) > 1.0
+
+
+def test_sources_never_propose_a_visited_or_repeated_architecture():
+    records = archive(30)
+    seen = {r["key"] for r in records}
+    rng = np.random.default_rng(1)
+    picker = Picker(NB201, set(seen))
+    slots = {source: 3 for source in RULE_SOURCES}
+    batch = propose_batch(NB201, records, "valid", 12, rng, picker,
+                          ridge_weights(NB201, records, "valid"), slots)
+    keys = [NB201.key(arch) for arch, _ in batch]
+    assert len(batch) == 12 and len(set(keys)) == 12 and not set(keys) & seen
+    assert {source for _, source in batch} <= set(RULE_SOURCES) | {"random"}
+
+
+def test_neighbours_are_one_edit_from_the_best_and_ordered_by_the_rule():
+    records = archive(30)
+    weights = ridge_weights(NB201, records, "valid")
+    best = max(records, key=lambda r: r["valid_acc"])
+    picker = Picker(NB201, {r["key"] for r in records})
+    batch = propose_batch(NB201, records, "valid", 5, np.random.default_rng(0), picker, weights,
+                          {"neighbours": 5})
+    parent = NB201.genes(NB201.parse(best["arch"]))
+    gains = []
+    for arch, source in batch:
+        genes = NB201.genes(arch)
+        changed = [i for i in range(6) if genes[i] != parent[i]]
+        assert source == "neighbours" and len(changed) == 1
+        dim = list(NB201.dimensions)[changed[0]]
+        gains.append(weights[dim][genes[changed[0]]] - weights[dim][parent[changed[0]]])
+    unvisited = [
+        weights[dim][new] - weights[dim][old]
+        for child, dim, old, new in neighbours(NB201, NB201.parse(best["arch"]))
+        if NB201.key(child) not in {r["key"] for r in records}
+    ]
+    assert gains == sorted(gains, reverse=True)
+    assert gains[0] == pytest.approx(max(unvisited))
+
+
+def test_the_navigator_source_follows_its_preferences():
+    records = archive(30)
+    best = NB201.genes(NB201.parse(max(records, key=lambda r: r["valid_acc"])["arch"]))
+    target = "avg_pool_3x3" if best[0] != "avg_pool_3x3" else "skip_connect"
+    llm_weights = {d: {v: float(d == "edge_1_0" and v == target) for v in NB201.dimensions[d]}
+                   for d in NB201.dimensions}
+    picker = Picker(NB201, {r["key"] for r in records})
+    batch = propose_batch(NB201, records, "valid", 1, np.random.default_rng(0), picker,
+                          ridge_weights(NB201, records, "valid"), {LLM_SOURCE: 1}, llm_weights)
+    (arch, source), = batch
+    assert source == LLM_SOURCE and NB201.genes(arch)[0] == target
+
+
+def test_over_limit_candidates_are_never_proposed():
+    records = archive(20)
+    counter = CostCounter(NB201, "cifar10")
+    limit = 60.0  # MFLOPs: rules out cells with many 3x3 convolutions
+    picker = Picker(NB201, {r["key"] for r in records}, lambda a: counter(a).flops_m <= limit)
+    batch = propose_batch(NB201, records, "valid", 10, np.random.default_rng(0), picker,
+                          ridge_weights(NB201, records, "valid"), {"neighbours": 5, "preference": 5})
+    assert len(batch) == 10 and all(counter(a).flops_m <= limit for a, _ in batch)
+
+
+def test_allocation_fills_the_batch_and_rewards_hits():
+    sources = [*DEFAULT_SOURCES, LLM_SOURCE]
+    slots = allocate({}, sources, 10)
+    assert sum(slots.values()) == 10 and slots[LLM_SOURCE] >= 1
+    poor = allocate({LLM_SOURCE: {"evaluated": 40, "hits": 0}}, sources, 10)
+    good = allocate({LLM_SOURCE: {"evaluated": 40, "hits": 30}}, sources, 10)
+    assert poor[LLM_SOURCE] == 1 and good[LLM_SOURCE] > slots[LLM_SOURCE] > poor[LLM_SOURCE]
+    assert sum(good.values()) == sum(poor.values()) == 10
+
+
+def test_hit_threshold_is_the_top_decile():
+    records = [{"valid_acc": float(i)} for i in range(101)]
+    assert hit_threshold(records, "valid") == pytest.approx(90.0)
+    assert hit_threshold([], "valid") is None
+
+
+def test_additive_cost_equals_a_full_count():
+    rng = np.random.default_rng(7)
+    for dataset in ("cifar10", "imagenet16"):
+        counter = CostCounter(NB201, dataset)
+        for _ in range(6):
+            arch = NB201.sample(rng)
+            fast, full = counter(arch), counter.count(arch)
+            assert fast.flops_m == pytest.approx(full.flops_m, abs=1e-6)
+            assert fast.params_m == pytest.approx(full.params_m, abs=1e-6)

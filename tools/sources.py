@@ -1,0 +1,254 @@
+"""Candidate sources the Coordinator can build in code, and how a batch is shared among them.
+
+Every source proposes only architectures that are legal, new (no visited or already-picked key)
+and allowed by the cost limit, so novelty holds by construction. Sources:
+
+- `neighbours`: one-gene edits of the elites (best first), each elite's edits ordered by how
+  much they raise the rule's additive score (`tools.archive.ridge_weights`);
+- `second_region`: the same around the best record at least `REGION_DISTANCE` genes from the best;
+- `mutation`: a random one-gene edit of a random elite;
+- `preference`: the rule's favourite unvisited architectures among weighted samples of the whole
+  space (a jump to another basin; uniform samples when nothing is evaluated yet);
+- `navigator`: `neighbours` ordered by the Navigator's preferences (and, with no archive yet,
+  `preference` with its weights).
+
+`allocate` shares a batch among the sources by their observed hit rate (a hit: an evaluated
+candidate that beats the archive's top decile as it was before its round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from spaces import SearchSpace
+from tools.archive import ranked
+
+Weights = dict[str, dict[str, float]]  # dimension -> str(value) -> weight
+
+RULE_SOURCES = ("neighbours", "second_region", "mutation", "preference")
+DEFAULT_SOURCES = ("neighbours", "preference")  # the best mix measured on seeds 100-129
+LLM_SOURCE = "navigator"
+# Prior belief in each source, as (hits, trials) pseudo-counts (tuned on seeds 100-129).
+SOURCE_PRIORS = {
+    "neighbours": (3.0, 6.0),
+    "second_region": (1.0, 4.0),
+    "mutation": (1.0, 6.0),
+    "preference": (1.0, 6.0),
+    "navigator": (2.0, 6.0),
+}
+MIN_SLOTS = {"navigator": 1}  # the LLM always keeps one slot to show what it is worth
+REGION_DISTANCE = 3
+ELITES = 5
+HIT_QUANTILE = 0.9
+PREFERENCE_POOL = 500
+SAMPLING_TEMPERATURE = 0.5  # accuracy points
+
+
+@dataclass
+class Picker:
+    """Accepts each new, allowed architecture once; remembers every key it has handed out."""
+
+    space: SearchSpace
+    exclude: set[str]
+    allowed: Callable[[BaseModel], bool] | None = None
+    picked: list[tuple[BaseModel, str]] = field(default_factory=list)
+
+    def take(self, arch: BaseModel, source: str) -> bool:
+        key = self.space.key(arch)
+        if key in self.exclude or (self.allowed is not None and not self.allowed(arch)):
+            self.exclude.add(key)  # never test it again in this round
+            return False
+        self.exclude.add(key)
+        self.picked.append((arch, source))
+        return True
+
+
+def neighbours(space: SearchSpace, arch: BaseModel) -> list[tuple[BaseModel, str, Any, Any]]:
+    """Every one-gene edit of an active gene: (child, dimension, old value, new value)."""
+    genes = list(space.genes(arch))
+    out = []
+    for i, (dim, values) in enumerate(space.dimensions.items()):
+        if not space.active_genes(arch)[i]:
+            continue
+        for value in values:
+            if value != genes[i]:
+                child = list(genes)
+                child[i] = value
+                out.append((space.from_genes(child), dim, genes[i], value))
+    return out
+
+
+def _gain(weights: Weights, dim: str, old: Any, new: Any) -> float:
+    return weights[dim][str(new)] - weights[dim][str(old)]
+
+
+def elite_neighbours(
+    space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, n: int, picker: Picker,
+    source: str, rng: np.random.Generator, tie_break: Weights | None = None,
+) -> int:
+    """Fill up to `n` slots with the elites' best-scoring unvisited edits, best elite first
+    (remaining ties in random order)."""
+    taken = 0
+    for record in elites:
+        edits = neighbours(space, space.parse(record["arch"]))
+        edits = [edits[i] for i in rng.permutation(len(edits))]
+        edits.sort(key=lambda e: (
+            -_gain(weights, e[1], e[2], e[3]),
+            -_gain(tie_break, e[1], e[2], e[3]) if tie_break else 0.0,
+        ))
+        for child, *_ in edits:
+            if taken >= n:
+                return taken
+            taken += picker.take(child, source)
+    return taken
+
+
+def far_elites(space: SearchSpace, elites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Elites at least REGION_DISTANCE genes from the best one (a second region)."""
+    if not elites:
+        return []
+    best = space.genes(space.parse(elites[0]["arch"]))
+    return [
+        r for r in elites
+        if sum(a != b for a, b in zip(space.genes(space.parse(r["arch"])), best, strict=True))
+        >= REGION_DISTANCE
+    ]
+
+
+def elite_mutations(
+    space: SearchSpace, elites: list[dict[str, Any]], rng: np.random.Generator, n: int,
+    picker: Picker, tries: int = 50,
+) -> int:
+    taken = 0
+    top = elites[:ELITES]
+    for _ in range(tries * n):
+        if taken >= n or not top:
+            break
+        parent = space.parse(top[int(rng.integers(len(top)))]["arch"])
+        taken += picker.take(space.mutate(parent, rng), "mutation")
+    return taken
+
+
+def weighted_samples(
+    space: SearchSpace, weights: Weights | None, rng: np.random.Generator, n: int, picker: Picker,
+    source: str, tries: int = 50,
+) -> int:
+    """Genes drawn independently, each value in proportion to its weight (uniform if None)."""
+    taken = 0
+    dims = space.dimensions
+    for _ in range(tries * n):
+        if taken >= n:
+            break
+        genes = []
+        for dim, values in dims.items():
+            p = np.array([weights[dim][str(v)] for v in values] if weights else [1.0] * len(values))
+            genes.append(values[int(rng.choice(len(values), p=p / p.sum()))])
+        taken += picker.take(space.from_genes(genes), source)
+    return taken
+
+
+def positive(weights: Weights, temperature: float = SAMPLING_TEMPERATURE) -> Weights:
+    """Additive effects (any sign) as sampling weights: exp(effect / temperature)."""
+    return {d: {v: float(np.exp(w / temperature)) for v, w in ws.items()} for d, ws in weights.items()}
+
+
+def best_of_samples(
+    space: SearchSpace, weights: Weights, rng: np.random.Generator, n: int, picker: Picker,
+    source: str, pool: int = PREFERENCE_POOL,
+) -> int:
+    """The `n` highest-scoring (sum of weights) of `pool` weighted samples: the additive rule's
+    favourite unvisited architectures anywhere in the space."""
+    dims = list(space.dimensions.items())
+    columns = []
+    for dim, values in dims:
+        p = np.array([weights[dim][str(v)] for v in values])
+        columns.append(rng.choice(len(values), size=pool, p=p / p.sum()))
+    genes = np.stack(columns, axis=1)
+    table = [np.array([weights[dim][str(v)] for v in values]) for dim, values in dims]
+    totals = sum(table[j][genes[:, j]] for j in range(len(dims)))
+    taken = 0
+    for row in genes[np.argsort(-totals, kind="stable")]:
+        if taken >= n:
+            break
+        taken += picker.take(space.from_genes([dims[j][1][i] for j, i in enumerate(row)]), source)
+    return taken
+
+
+def allocate(
+    source_stats: dict[str, dict[str, int]], sources: list[str], size: int
+) -> dict[str, int]:
+    """Slots per source in proportion to each one's posterior hit rate (largest remainder)."""
+    rates = {}
+    for source in sources:
+        hits0, n0 = SOURCE_PRIORS.get(source, (1.0, 6.0))
+        seen = source_stats.get(source, {})
+        rates[source] = (seen.get("hits", 0) + hits0) / (seen.get("evaluated", 0) + n0)
+    total = sum(rates.values())
+    exact = {s: size * rates[s] / total for s in sources}
+    slots = {s: max(int(exact[s]), MIN_SLOTS.get(s, 0)) for s in sources}
+    while sum(slots.values()) < size:  # largest remainder first
+        slots[max(sources, key=lambda s: exact[s] - slots[s])] += 1
+    while sum(slots.values()) > size:  # minimums overfilled the batch: trim the most over-served
+        spare = [s for s in sources if slots[s] > MIN_SLOTS.get(s, 0)]
+        slots[max(spare, key=lambda s: slots[s] - exact[s])] -= 1
+    return slots
+
+
+def propose_batch(
+    space: SearchSpace, records: list[dict[str, Any]], objective: str, size: int,
+    rng: np.random.Generator, picker: Picker, rule_weights: Weights,
+    slots: dict[str, int], llm_weights: Weights | None = None,
+) -> list[tuple[BaseModel, str]]:
+    """Fill each source's slots; slots a source cannot fill go to `neighbours`, then random."""
+    elites = ranked(records, objective)
+    for source, n in slots.items():
+        if n <= 0:
+            continue
+        if not elites:  # nothing evaluated yet: samples (the Navigator's prior, or uniform)
+            weights = llm_weights if source == LLM_SOURCE else None
+            weighted_samples(space, weights, rng, n, picker, source if weights else "random")
+        elif source == "neighbours":
+            elite_neighbours(space, elites, rule_weights, n, picker, source, rng)
+        elif source == "second_region":
+            elite_neighbours(space, far_elites(space, elites[: 4 * ELITES]), rule_weights, n,
+                             picker, source, rng)
+        elif source == "mutation":
+            elite_mutations(space, elites, rng, n, picker)
+        elif source == "preference":
+            best_of_samples(space, positive(rule_weights), rng, n, picker, source)
+        elif source == LLM_SOURCE and llm_weights is not None:
+            elite_neighbours(space, elites, llm_weights, n, picker, source, rng,
+                             tie_break=rule_weights)
+        else:
+            raise ValueError(f"unknown candidate source {source!r}")
+    missing = size - len(picker.picked)
+    if missing > 0 and elites:
+        elite_neighbours(space, elites, rule_weights, missing, picker, "neighbours", rng)
+    missing = size - len(picker.picked)
+    if missing > 0:
+        weighted_samples(space, None, rng, missing, picker, "random")
+    return picker.picked[:size]
+
+
+def hit_threshold(records: list[dict[str, Any]], objective: str) -> float | None:
+    """The score a candidate must beat to count as a hit: the archive's top decile."""
+    if not records:
+        return None
+    return float(np.quantile([r[f"{objective}_acc"] for r in records], HIT_QUANTILE))
+
+
+def score_candidates(
+    evaluator, archs: list[BaseModel], objective: str, top_threshold: float | None
+) -> dict[str, Any]:
+    """Counterfactual scoring on the table (not an evaluation of the search): mean score and
+    the share above `top_threshold` (e.g. the space's top 1 %)."""
+    if not archs:
+        return {"n": 0, "mean": None, "top_rate": None}
+    scores = [evaluator.evaluate(a).score(objective) for a in archs]
+    top = None if top_threshold is None else sum(s >= top_threshold for s in scores) / len(scores)
+    return {"n": len(scores), "mean": round(float(np.mean(scores)), 3), "top_rate": top}
