@@ -113,11 +113,16 @@ def steering_schema(space: SearchSpace) -> type[BaseModel]:
     )
 
 
+# Weight of a value the Navigator did not name: low, so samples from its preferences still vary.
+UNNAMED_WEIGHT = 0.1
+
+
 def steering_weights(space: SearchSpace, prefer: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
-    """The Navigator's preferences as weights on every dimension: 1 preferred, 0 otherwise."""
+    """The Navigator's preferences as weights on every dimension: 1 if named, else 0.1."""
     weights = {}
     for group, dims in space.dimension_groups().items():
         chosen = {str(v) for v in prefer.get(group, [])}
         for dim in dims:
-            weights[dim] = {str(v): float(str(v) in chosen) for v in space.dimensions[dim]}
+            weights[dim] = {str(v): 1.0 if str(v) in chosen else UNNAMED_WEIGHT
+                            for v in space.dimensions[dim]}
     return weights

@@ -220,7 +220,8 @@ def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, A
                                size=COUNTERFACTUAL_SIZE, stream=1)
         rule_side = _code_batch(state, settings, {"neighbours": COUNTERFACTUAL_SIZE}, None,
                                 size=COUNTERFACTUAL_SIZE, stream=1)
-        measured = _measure(settings, iteration, "steering", [a for a, _ in llm_side],
+        measured = _measure(settings, iteration, "steering",
+                            [a for a, source in llm_side if source == LLM_SOURCE],
                             [a for a, _ in rule_side])
         if measured:
             update["counterfactuals"] = [measured]

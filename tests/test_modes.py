@@ -1,0 +1,133 @@
+"""The search modes through the real graph: statistics-steered CoLLM (scripted Navigator), the
+LLM-free loop, and the measurement of the LLM against the rule on the same state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agents.llm import LLMSettings, _cached_model, make_chat_model
+from graph.context import SearchSettings
+from graph.run import run_search
+from spaces import get_space
+from tools.evaluators import make_evaluator
+
+SPACE = get_space("nb201")
+
+
+def steering(op: str = "nor_conv_3x3", summary: str = "3x3 convolutions lead") -> str:
+    return json.dumps({"summary": summary, "prefer": {edge: [op] for edge in SPACE.dimensions}})
+
+
+@pytest.fixture(autouse=True)
+def fresh_models():
+    _cached_model.cache_clear()
+    yield
+    _cached_model.cache_clear()
+
+
+def settings(navigator_script=(), **overrides) -> SearchSettings:
+    values = {
+        "iterations": 20, "budget": 40, "candidates": 10, "generator_retries": 1,
+        "navigator_llm": LLMSettings(backend="fake", script=list(navigator_script)),
+        "generator_llm": LLMSettings(backend="fake", script=["unused"]),
+        **overrides,
+    }
+    return SearchSettings(**values)
+
+
+def test_llm_free_loop_spends_the_budget_on_distinct_cells_without_any_llm_call():
+    result = run_search(settings(use_llm=False, budget=100))
+    keys = [r["key"] for r in result.archive]
+    assert len(keys) == len(set(keys)) == 100 and result.iterations == 10
+    assert result.llm["calls"] == 0 and not result.rejections
+    assert {r["source"] for r in result.archive} <= {"random", "neighbours", "preference"}
+    # It climbs: the best of rounds 2-10 beats the best of the random first round.
+    first = max(r["valid_acc"] for r in result.archive if r["iteration"] == 1)
+    assert result.best["valid_acc"] > first
+
+
+def test_llm_free_loop_is_reproducible_for_a_seed():
+    a = run_search(settings(use_llm=False, seed=3))
+    b = run_search(settings(use_llm=False, seed=3))
+    assert [r["key"] for r in a.archive] == [r["key"] for r in b.archive]
+
+
+def test_steering_navigator_gets_slots_and_is_measured_each_round():
+    s = settings([steering()] * 4)
+    result = run_search(s)
+    assert result.evaluations == 40 and result.llm["calls"] == 4
+    sources = [r["source"] for r in result.archive]
+    assert "navigator" in sources and "neighbours" in sources
+    assert len(result.counterfactuals) == 4
+    for measured in result.counterfactuals:
+        assert measured["proposer"] == "steering"
+        assert measured["llm"]["n"] == measured["rule"]["n"] == 10
+        assert 0 <= measured["llm"]["top_rate"] <= 1 and measured["rule"]["mean"] > 0
+    # Round 1 samples from the preferences: mostly 3x3 convolutions (uniform sampling: 1.2 of 6).
+    first = [SPACE.genes(SPACE.parse(r["arch"])) for r in result.archive
+             if r["iteration"] == 1 and r["source"] == "navigator"]
+    assert first and np.mean([genes.count("nor_conv_3x3") for genes in first]) >= 3
+
+
+def test_the_measurement_scores_the_table_and_can_tell_a_bad_navigator():
+    good = run_search(settings([steering("nor_conv_3x3")] * 4, seed=1))
+    bad = run_search(settings([steering("none")] * 4, seed=1))
+    # Round 1 (samples from the prior): all-3x3 cells against cells of "none" edges.
+    assert good.counterfactuals[0]["llm"]["mean"] > bad.counterfactuals[0]["llm"]["mean"] + 30
+    # Later rounds: edits towards "none" score below the rule's edits of the same elites.
+    assert sum(m["llm"]["mean"] - m["rule"]["mean"] for m in bad.counterfactuals[1:]) < 0
+    # A navigator that only asks for "none" earns the minimum share of later batches.
+    later = [r for r in bad.archive if r["iteration"] >= 3]
+    assert sum(r["source"] == "navigator" for r in later) <= 2 * 2
+
+
+def test_a_bad_steering_reply_is_retried_then_the_round_goes_on_with_the_rule():
+    script = ["not json", "still not json"] * 4
+    result = run_search(settings(script, budget=20, generator_retries=1))
+    assert result.evaluations == 20
+    assert result.llm["calls"] == 4
+    assert "navigator" not in {r["source"] for r in result.archive}
+    calls = make_chat_model(settings(script).navigator_llm, 0).calls
+    assert "could not be used" in str(calls[1][-1].content)
+
+
+def test_navigator_memory_keeps_decisions_not_statistics():
+    s = settings([steering()] * 3, budget=30)
+    run_search(s, thread_id="m", checkpointer=(saver := InMemorySaver()))
+    calls = make_chat_model(s.navigator_llm, 0).calls
+    third = calls[2]
+    assert sum(m.type == "system" for m in third) == 1
+    assert sum("Statistics" in str(m.content) for m in third) == 1  # only the latest round's
+    assert sum(m.type == "ai" for m in third) == 2  # the earlier two decisions are kept
+    _cached_model.cache_clear()
+    off = settings([steering()] * 3, budget=30, navigator_memory=False)
+    run_search(off, thread_id="n", checkpointer=saver)
+    assert [len(c) for c in make_chat_model(off.navigator_llm, 0).calls] == [2, 2, 2]
+
+
+def test_paper_mode_is_measured_against_the_rule_too():
+    cells = [SPACE.sample(np.random.default_rng(i)).model_dump() for i in range(5)]
+    s = settings(["SUMMARY: s"] * 2, mode="paper", candidates=5, iterations=2, budget=10,
+                 generator_llm=LLMSettings(backend="fake", script=[json.dumps({"architectures": cells})] * 2))
+    result = run_search(s)
+    assert [m["proposer"] for m in result.counterfactuals] == ["generator", "generator"]
+    assert result.counterfactuals[1]["llm"]["n"] == 0  # the repeated batch brought nothing new
+    assert result.counterfactuals[0]["rule"]["n"] == 5
+
+
+def test_bad_mode_settings_fail_clearly():
+    with pytest.raises(ValueError, match="sources must be"):
+        SearchSettings(sources=["crystal_ball"])
+    with pytest.raises(ValueError, match="needs the LLM"):
+        SearchSettings(mode="paper", use_llm=False)
+
+
+def test_optimum_threshold_matches_the_table():
+    evaluator = make_evaluator("nb201", "cifar10")
+    top = evaluator.top_threshold("valid", 0.01)
+    above = sum(v >= top for v, _ in evaluator._acc.values())
+    assert 150 <= above <= 160  # 1 % of 15,625 cells (ties aside)
