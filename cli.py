@@ -255,6 +255,29 @@ def check_search_inputs(settings) -> None:
     make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
 
 
+@app.command()
+def table(
+    runs: Annotated[list[Path], typer.Argument(help="bench JSON files (written beside each bench table)")],
+    out: Annotated[Path, typer.Option(help="markdown file (.png plot beside it)")] = Path("results/table.md"),
+    note: Annotated[str, typer.Option(help="a paragraph to print under the header")] = "",
+):
+    """Merge bench runs into one comparison table, the LLM-vs-rule table and source shares."""
+    from evals.tables import load_runs, write_tables
+
+    def body():
+        missing = [str(p) for p in runs if not p.exists()]
+        if missing:
+            raise UserError(f"no such bench file: {', '.join(missing)}")
+        loaded = load_runs(runs)
+        if len({r.objective for r in loaded}) > 1:
+            raise UserError("these runs mix objectives (valid and test); make one table per objective")
+        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        paths = write_tables(loaded, out, command, note)
+        print(paths["table"].read_text())
+
+    _guarded(body)
+
+
 @app.command("probe-ranking")
 def probe_ranking(
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagenet16")] = "cifar10",

@@ -1,0 +1,140 @@
+"""Tables over bench runs (their JSON files): the Table-3 comparison, the LLM's measured
+contribution (same-state counterfactuals) and the share of evaluations each source earned."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from evals.bench import RunResult, plot_curves
+
+CHECKPOINTS = (25, 50, 75, 100)
+
+
+def load_runs(paths: list[Path]) -> list[RunResult]:
+    runs = []
+    for path in paths:
+        runs.extend(RunResult(**row) for row in json.loads(Path(path).read_text()))
+    return runs
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f}±{std:.2f}"
+
+
+def _ci(values: list[float], digits: int = 2) -> str:
+    """Mean ± 95 % confidence half-width (normal approximation over independent units)."""
+    if not values:
+        return "—"
+    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    return f"{statistics.mean(values):+.{digits}f} ± {half:.{digits}f}"
+
+
+def _groups(runs: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
+    methods = list(dict.fromkeys(r.method for r in runs))
+    datasets = list(dict.fromkeys(r.dataset for r in runs))
+    return [(m, d, [r for r in runs if r.method == m and r.dataset == d])
+            for d in datasets for m in methods if any(r.method == m and r.dataset == d for r in runs)]
+
+
+def comparison_table(runs: list[RunResult]) -> str:
+    """One row per method and dataset: final accuracies, optimum found, best-so-far, cost."""
+    lines = [
+        "| dataset | method | seeds | test acc | valid acc | optimum found | best-so-far @"
+        + "/".join(map(str, CHECKPOINTS)) + " | wall s/run | LLM tokens/run (prompt+completion) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, dataset, group in _groups(runs):
+        found = [r.optimum_found for r in group if r.optimum_found is not None]
+        at = []
+        for n in CHECKPOINTS:
+            values = [r.curve[min(n, len(r.curve)) - 1] for r in group if r.curve]
+            at.append(f"{statistics.mean(values):.2f}" if values else "—")
+        tokens = [r.extra.get("llm", {}).get("prompt_tokens", 0)
+                  + r.extra.get("llm", {}).get("completion_tokens", 0) for r in group]
+        seeds = sorted(r.seed for r in group)
+        lines.append(
+            f"| {dataset} | {method} | {seeds[0]}–{seeds[-1]} ({len(group)}) "
+            f"| {_mean_std([r.test_acc for r in group])} | {_mean_std([r.valid_acc for r in group])} "
+            f"| {sum(found)}/{len(found)} | {' / '.join(at)} "
+            f"| {statistics.mean(r.wall_seconds for r in group):.1f} "
+            f"| {statistics.mean(tokens):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def counterfactual_table(runs: list[RunResult]) -> str:
+    """Per LLM method and dataset: the LLM's candidates vs the rule's, from the same states."""
+    lines = [
+        "| dataset | method | calls | LLM mean acc | rule mean acc | LLM − rule (mean ± 95% CI) "
+        "| LLM top-1% rate | rule top-1% rate | LLM − rule top-1% (± 95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, dataset, group in _groups(runs):
+        calls = [c for r in group for c in r.extra.get("counterfactuals", [])
+                 if c["llm"]["n"] and c["rule"]["n"]]
+        if not calls:
+            continue
+        llm = [c["llm"]["mean"] for c in calls]
+        rule = [c["rule"]["mean"] for c in calls]
+        tops = [c for c in calls if c["llm"]["top_rate"] is not None]
+        lines.append(
+            f"| {dataset} | {method} | {len(calls)} | {statistics.mean(llm):.2f} "
+            f"| {statistics.mean(rule):.2f} | {_ci([a - b for a, b in zip(llm, rule, strict=True)])} "
+            f"| {statistics.mean(c['llm']['top_rate'] for c in tops):.3f} "
+            f"| {statistics.mean(c['rule']['top_rate'] for c in tops):.3f} "
+            f"| {_ci([c['llm']['top_rate'] - c['rule']['top_rate'] for c in tops], 3)} |"
+        )
+    return "\n".join(lines)
+
+
+def source_table(runs: list[RunResult]) -> str:
+    """Share of the evaluated architectures each candidate source earned."""
+    groups = [(m, d, g) for m, d, g in _groups(runs) if any(r.extra.get("sources") for r in g)]
+    names = list(dict.fromkeys(s for _, _, g in groups for r in g for s in r.extra["sources"]))
+    lines = ["| dataset | method | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for method, dataset, group in groups:
+        total = sum(sum(r.extra["sources"].values()) for r in group)
+        shares = [sum(r.extra["sources"].get(n, 0) for r in group) / total for n in names]
+        lines.append(f"| {dataset} | {method} | " + " | ".join(f"{s:.0%}" for s in shares) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "") -> dict[str, Path]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    objective = runs[0].objective if runs else "valid"
+    text = [
+        f"# NAS-Bench-201 at {runs[0].budget if runs else ''} evaluations, objective = "
+        f"{objective} accuracy\n",
+        f"Command: `{command}`\n",
+        f"Date: {time.strftime('%Y-%m-%d')}. Test and valid accuracy (mean±std over seeds) of the "
+        "cell each run chose; optimum found = runs whose chosen cell has the best "
+        f"{objective} accuracy in the space; best-so-far = mean best {objective} accuracy after "
+        "that many distinct evaluations.\n",
+    ]
+    if note:
+        text.append(note + "\n")
+    text += ["## Comparison\n", comparison_table(runs), ""]
+    counterfactual = counterfactual_table(runs)
+    if counterfactual.count("\n") > 1:
+        text += [
+            "## The LLM's measured contribution (same-state counterfactual)\n",
+            "At every LLM call, the candidates the LLM's answer produces and the candidates the "
+            "LLM-free rule produces from the same archive are both scored on the table (not "
+            "evaluated by the search). Top-1% = share of candidates in the space's best 1 %. CI over "
+            "calls (calls of one run are not independent, so it is optimistic).\n",
+            counterfactual, "",
+        ]
+    sources = source_table(runs)
+    if sources.count("\n") > 1:
+        text += ["## Share of evaluations by candidate source\n", sources, ""]
+    out.write_text("\n".join(text))
+    plot_curves(runs, out.with_suffix(".png"))
+    return {"table": out, "plot": out.with_suffix(".png")}
+
