@@ -31,14 +31,34 @@ def write_report(run_dir: str | Path) -> list[Path]:
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     settings = config["settings"]
-    evaluated = [e for e in read_events(run_dir) if e["event"] == "candidate" and e["verdict"] == "evaluated"]
+    events = read_events(run_dir)
+    evaluated = [e for e in events if e["event"] == "candidate" and e["verdict"] == "evaluated"]
+    measured = [e for e in events if e["event"] == "counterfactual"]
     # A resumed run may have logged a record twice (before the kill and after); keep one per key.
     unique = list({e["key"]: e for e in sorted(evaluated, key=lambda e: e["evaluation"])}.values())
     paths = [run_dir / "summary.md", run_dir / "best_so_far.png", run_dir / "explored.png"]
-    paths[0].write_text(summary_markdown(settings, summary))
+    paths[0].write_text(summary_markdown(settings, summary) + sources_markdown(unique, measured))
     _plot_best_so_far(unique, settings["objective"], paths[1])
     _plot_explored(unique, settings, paths[2])
     return paths
+
+
+def sources_markdown(evaluated: list[dict[str, Any]], measured: list[dict[str, Any]]) -> str:
+    """Where the evaluated architectures came from, and the LLM's answers against the rule."""
+    counts: dict[str, int] = {}
+    for event in evaluated:
+        counts[event.get("source", "?")] = counts.get(event.get("source", "?"), 0) + 1
+    lines = ["", "## Sources", "", ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"]
+    pairs = [m for m in measured if m["llm"]["n"] and m["rule"]["n"]]
+    if pairs:
+        llm = np.mean([m["llm"]["mean"] for m in pairs])
+        rule = np.mean([m["rule"]["mean"] for m in pairs])
+        lines += [
+            "", "## The LLM against the rule (same states, scored on the table)", "",
+            f"{len(pairs)} calls: mean accuracy of the LLM's candidates {llm:.2f}, of the rule's "
+            f"{rule:.2f} (difference {llm - rule:+.2f}).",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
@@ -48,13 +68,19 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
     limit = (
         f"{settings['cost_kind']} <= {settings['max_cost']:g} M" if settings.get("cost_kind") else "none"
     )
-    roles = "single LLM" if settings["single_llm"] else "Navigator + Generator"
+    if settings["single_llm"]:
+        roles = "single LLM"
+    elif settings.get("mode", "paper") == "collm":
+        roles = "statistics-steered Navigator"
+    else:
+        roles = "Navigator + Generator"
     lines = [
         f"# Search {summary['thread_id']}",
         "",
         f"- space / dataset / objective: {settings['space']} / {settings['dataset']} / {settings['objective']}",
         f"- LLMs ({roles}): navigator {settings['navigator_llm']['backend']}:{settings['navigator_llm']['model']}, "
-        f"generator {settings['generator_llm']['backend']}:{settings['generator_llm']['model']}",
+        f"generator {settings['generator_llm']['backend']}:{settings['generator_llm']['model']}"
+        if settings.get("use_llm", True) else "- LLMs: none (the code sources alone)",
         f"- memory: navigator {settings['navigator_memory']}, generator {settings['generator_memory']}",
         f"- cost limit: {limit}; budget {settings['budget']}; iteration limit {settings['iterations']}",
         f"- stop reason: {summary['stop_reason']}",

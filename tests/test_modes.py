@@ -131,3 +131,21 @@ def test_optimum_threshold_matches_the_table():
     top = evaluator.top_threshold("valid", 0.01)
     above = sum(v >= top for v, _ in evaluator._acc.values())
     assert 150 <= above <= 160  # 1 % of 15,625 cells (ties aside)
+
+
+def test_cli_search_without_llm_writes_sources_into_the_report(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "search", "--llm", "none", "--dataset", "cifar100",
+         "--budget", "30", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = (run_dir / "summary.md").read_text()
+    assert "LLMs: none" in summary and "## Sources" in summary and "neighbours" in summary
+    bad = subprocess.run([sys.executable, "-m", "cli", "search", "--llm", "none", "--mode", "paper"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "needs the LLM" in bad.stderr
