@@ -93,6 +93,29 @@ def counterfactual_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(runs: list[RunResult], reference: str = "collm-nollm") -> str:
+    """Each LLM method against the same loop without the LLM, seed by seed (same seeds only)."""
+    lines = [
+        f"| dataset | method | seeds | optimum found (method / {reference}) "
+        f"| valid: method − {reference} (± 95% CI) | test: method − {reference} (± 95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, dataset, group in _groups(runs):
+        if method == reference or not any(r.extra.get("llm", {}).get("calls") for r in group):
+            continue
+        base = {r.seed: r for r in runs if r.method == reference and r.dataset == dataset}
+        pairs = [(r, base[r.seed]) for r in group if r.seed in base]
+        if not pairs:
+            continue
+        lines.append(
+            f"| {dataset} | {method} | {len(pairs)} "
+            f"| {sum(bool(a.optimum_found) for a, _ in pairs)} / {sum(bool(b.optimum_found) for _, b in pairs)} "
+            f"| {_ci([a.valid_acc - b.valid_acc for a, b in pairs])} "
+            f"| {_ci([a.test_acc - b.test_acc for a, b in pairs])} |"
+        )
+    return "\n".join(lines)
+
+
 def source_table(runs: list[RunResult]) -> str:
     """Share of the evaluated architectures each candidate source earned."""
     groups = [(m, d, g) for m, d, g in _groups(runs) if any(r.extra.get("sources") for r in g)]
@@ -130,6 +153,11 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
             "evaluated by the search). Top-1% = share of candidates in the space's best 1 %. CI over "
             "calls (calls of one run are not independent, so it is optimistic).\n",
             counterfactual, "",
+        ]
+    paired = paired_table(runs)
+    if paired.count("\n") > 1:
+        text += [
+            "## Each LLM mode against the same loop without its LLM (paired by seed)\n", paired, "",
         ]
     sources = source_table(runs)
     if sources.count("\n") > 1:

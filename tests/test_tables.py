@@ -1,0 +1,68 @@
+"""The merged bench tables compute what their headers say (synthetic runs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from evals.bench import RunResult
+from evals.tables import comparison_table, counterfactual_table, paired_table, source_table
+
+
+def run(method: str, seed: int, valid: float, found: bool, **extra) -> RunResult:
+    return RunResult(
+        method=method, space="nb201", dataset="cifar10", objective="valid", seed=seed, budget=100,
+        evaluations=100, arch="a", valid_acc=valid, test_acc=valid + 3, flops_m=1.0, params_m=0.1,
+        optimum_found=found, predicted=False, stop_reason="budget", wall_seconds=2.0,
+        curve=[valid - 1] * 50 + [valid] * 50, extra=extra,
+    )
+
+
+def measured(llm: float, rule: float, llm_top: float, rule_top: float) -> dict:
+    return {"iteration": 1, "proposer": "steering", "llm": {"n": 10, "mean": llm, "top_rate": llm_top},
+            "rule": {"n": 10, "mean": rule, "top_rate": rule_top}}
+
+
+RUNS = [
+    run("collm-nollm", 0, 91.0, False, sources={"neighbours": 90, "random": 10}),
+    run("collm-nollm", 1, 91.5, True, sources={"neighbours": 90, "random": 10}),
+    run("collm", 0, 91.5, True, llm={"calls": 10, "prompt_tokens": 900, "completion_tokens": 100},
+        sources={"neighbours": 80, "navigator": 10, "random": 10},
+        counterfactuals=[measured(90.0, 89.0, 0.2, 0.1), measured(88.0, 89.0, 0.0, 0.1)]),
+    run("collm", 1, 91.5, True, llm={"calls": 10, "prompt_tokens": 900, "completion_tokens": 100},
+        sources={"neighbours": 70, "navigator": 20, "random": 10},
+        counterfactuals=[measured(91.0, 89.0, 0.3, 0.1)]),
+]
+
+
+def test_comparison_rows():
+    table = comparison_table(RUNS)
+    assert "| cifar10 | collm | 0–1 (2) | 94.50±0.00 | 91.50±0.00 | 2/2 | 90.50 / 90.50 / 91.50 / 91.50 | 2.0 | 1000 |" in table
+    assert "| cifar10 | collm-nollm | 0–1 (2) | 94.25±0.35 | 91.25±0.35 | 1/2 |" in table
+
+
+def test_counterfactual_and_paired_and_sources():
+    cf = counterfactual_table(RUNS)
+    assert "| cifar10 | collm | 3 | 89.67 | 89.00 | +0.67 ±" in cf
+    paired = paired_table(RUNS)
+    assert "| cifar10 | collm | 2 | 2 / 1 | +0.25 ± 0.49 |" in paired
+    sources = source_table(RUNS)
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    header = cells(sources.splitlines()[0])
+    row = cells(next(line for line in sources.splitlines() if "| collm |" in line))
+    assert row[header.index("navigator")] == "15%" and row[header.index("neighbours")] == "75%"
+
+
+def test_table_command_refuses_mixed_objectives(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    from dataclasses import asdict
+
+    a.write_text(json.dumps([asdict(RUNS[0])]))
+    b.write_text(json.dumps([{**asdict(RUNS[1]), "objective": "test"}]))
+    done = subprocess.run([sys.executable, "-m", "cli", "table", str(a), str(b), "--out",
+                           str(tmp_path / "t.md")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "mix objectives" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "cli", "table", str(a), "--out",
+                           str(tmp_path / "t.md")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and (tmp_path / "t.png").exists()
