@@ -83,6 +83,7 @@ def bench(
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
+    iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
     out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
 ):
     """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
@@ -101,6 +102,10 @@ def bench(
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
         model = llm_spec(llm, LLMSettings())
         options = {"navigator_llm": model, "generator_llm": model}
+        if iterations is not None:
+            if iterations < 1:
+                raise UserError(f"--iterations must be at least 1, got {iterations}")
+            options["iterations"] = iterations
         specs = [
             RunSpec(m, space, d, objective, s, budget, limit, str(data) if data else None, options)
             for d in dataset_names for m in method_names for s in range(seed, seed + runs)

@@ -110,13 +110,15 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
         from graph.run import run_search
 
         limit = spec.cost_limit
-        rounds = max(20, 2 * -(-spec.budget // spec.options.get("candidates", 10)))
+        options = {
+            "iterations": max(20, 2 * -(-spec.budget // spec.options.get("candidates", 10))),
+            **spec.options, **variant,
+        }
         settings = SearchSettings(
-            iterations=rounds,
             space=spec.space, dataset=spec.dataset, objective=spec.objective,
             data_path=spec.data_path, budget=spec.budget, seed=spec.seed,
             cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
-            **{**spec.options, **variant},
+            **options,
         )
         result = run_search(settings)
         records = sorted(result.archive, key=lambda r: r["evaluation"])
