@@ -45,9 +45,9 @@ def _groups(runs: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
 def comparison_table(runs: list[RunResult]) -> str:
     """One row per method and dataset: final accuracies, optimum found, best-so-far, cost."""
     lines = [
-        "| dataset | method | seeds | test acc | valid acc | optimum found | best-so-far @"
+        "| dataset | method | seeds | evaluations | test acc | valid acc | optimum found | best-so-far @"
         + "/".join(map(str, CHECKPOINTS)) + " | wall s/run | LLM tokens/run (prompt+completion) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, dataset, group in _groups(runs):
         found = [r.optimum_found for r in group if r.optimum_found is not None]
@@ -60,6 +60,7 @@ def comparison_table(runs: list[RunResult]) -> str:
         seeds = sorted(r.seed for r in group)
         lines.append(
             f"| {dataset} | {method} | {seeds[0]}–{seeds[-1]} ({len(group)}) "
+            f"| {statistics.mean(r.evaluations for r in group):.0f} "
             f"| {_mean_std([r.test_acc for r in group])} | {_mean_std([r.valid_acc for r in group])} "
             f"| {sum(found)}/{len(found)} | {' / '.join(at)} "
             f"| {statistics.mean(r.wall_seconds for r in group):.1f} "

@@ -38,8 +38,8 @@ RUNS = [
 
 def test_comparison_rows():
     table = comparison_table(RUNS)
-    assert "| cifar10 | collm | 0–1 (2) | 94.50±0.00 | 91.50±0.00 | 2/2 | 90.50 / 90.50 / 91.50 / 91.50 | 2.0 | 1000 |" in table
-    assert "| cifar10 | collm-nollm | 0–1 (2) | 94.25±0.35 | 91.25±0.35 | 1/2 |" in table
+    assert "| cifar10 | collm | 0–1 (2) | 100 | 94.50±0.00 | 91.50±0.00 | 2/2 | 90.50 / 90.50 / 91.50 / 91.50 | 2.0 | 1000 |" in table
+    assert "| cifar10 | collm-nollm | 0–1 (2) | 100 | 94.25±0.35 | 91.25±0.35 | 1/2 |" in table
 
 
 def test_counterfactual_and_paired_and_sources():
