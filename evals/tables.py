@@ -8,7 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
-from evals.bench import RunResult, plot_curves
+from evals.bench import RunResult, _mean_std, plot_curves
 
 CHECKPOINTS = (25, 50, 75, 100)
 
@@ -18,13 +18,6 @@ def load_runs(paths: list[Path]) -> list[RunResult]:
     for path in paths:
         runs.extend(RunResult(**row) for row in json.loads(Path(path).read_text()))
     return runs
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f}±{std:.2f}"
 
 
 def _ci(values: list[float], digits: int = 2) -> str:

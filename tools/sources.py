@@ -71,9 +71,10 @@ class Picker:
 def neighbours(space: SearchSpace, arch: BaseModel) -> list[tuple[BaseModel, str, Any, Any]]:
     """Every one-gene edit of an active gene: (child, dimension, old value, new value)."""
     genes = list(space.genes(arch))
+    active = space.active_genes(arch)
     out = []
     for i, (dim, values) in enumerate(space.dimensions.items()):
-        if not space.active_genes(arch)[i]:
+        if not active[i]:
             continue
         for value in values:
             if value != genes[i]:
