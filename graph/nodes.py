@@ -362,15 +362,17 @@ def _code_batch(
     space = get_space(settings.space)
     records = state.get("archive", [])
     limit = settings.cost_limit()
+    counter = shared_cost_counter(settings.space, settings.dataset)
     allowed = None
     if limit is not None:
-        counter = shared_cost_counter(settings.space, settings.dataset)
         allowed = lambda arch: limit.allows(counter(arch))  # noqa: E731
+    kind = limit.kind if limit is not None else "params"
     picker = Picker(space, {r["key"] for r in records}, allowed)
     return propose_batch(
         space, records, settings.objective, size or settings.candidates,
         _rng(settings, state.get("iteration", 0) + 1, stream), picker,
         ridge_weights(space, records, settings.objective), slots, llm_weights,
+        size_of=lambda arch: counter(arch).value(kind),
     )
 
 

@@ -44,8 +44,9 @@ def test_llm_free_loop_spends_the_budget_on_distinct_cells_without_any_llm_call(
     keys = [r["key"] for r in result.archive]
     assert len(keys) == len(set(keys)) == 100 and result.iterations == 10
     assert result.llm["calls"] == 0 and not result.rejections
-    assert {r["source"] for r in result.archive} <= {"random", "neighbours", "preference"}
-    # It climbs: the best of rounds 2-10 beats the best of the random first round.
+    assert {r["source"] for r in result.archive} <= {"prior", "neighbours", "preference"}
+    assert {r["source"] for r in result.archive if r["iteration"] == 1} == {"prior"}
+    # It climbs: the best of rounds 2-10 beats the best of the first round.
     first = max(r["valid_acc"] for r in result.archive if r["iteration"] == 1)
     assert result.best["valid_acc"] > first
 
@@ -80,9 +81,10 @@ def test_the_measurement_scores_the_table_and_can_tell_a_bad_navigator():
     assert good.counterfactuals[0]["llm"]["mean"] > bad.counterfactuals[0]["llm"]["mean"] + 30
     # Later rounds: edits towards "none" score below the rule's edits of the same elites.
     assert sum(m["llm"]["mean"] - m["rule"]["mean"] for m in bad.counterfactuals[1:]) < 0
-    # A navigator that only asks for "none" earns the minimum share of later batches.
-    later = [r for r in bad.archive if r["iteration"] >= 3]
-    assert sum(r["source"] == "navigator" for r in later) <= 2 * 2
+    # A navigator that only asks for "none" never earns more than its prior share (3 of 10).
+    for iteration in range(2, 5):
+        shown = [r for r in bad.archive if r["iteration"] == iteration]
+        assert 1 <= sum(r["source"] == "navigator" for r in shown) <= 3
 
 
 def test_a_bad_steering_reply_is_retried_then_the_round_goes_on_with_the_rule():

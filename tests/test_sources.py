@@ -13,6 +13,7 @@ from tools.evaluators import make_evaluator
 from tools.sources import (
     DEFAULT_SOURCES,
     LLM_SOURCE,
+    PRIOR_POOL,
     RULE_SOURCES,
     Picker,
     allocate,
@@ -107,6 +108,35 @@ def test_neighbours_are_one_edit_from_the_best_and_ordered_by_the_rule():
     ]
     assert gains == sorted(gains, reverse=True)
     assert gains[0] == pytest.approx(max(unvisited))
+
+
+def test_a_spent_local_optimum_is_left_by_its_two_gene_edits():
+    records = archive(30)
+    best = max(records, key=lambda r: r["valid_acc"])
+    parent = NB201.parse(best["arch"])
+    visited = {r["key"] for r in records} | {NB201.key(c) for c, *_ in neighbours(NB201, parent)}
+    picker = Picker(NB201, set(visited))
+    batch = propose_batch(NB201, records, "valid", 10, np.random.default_rng(0), picker,
+                          ridge_weights(NB201, records, "valid"), {"neighbours": 10})
+    distances = [sum(a != b for a, b in zip(NB201.genes(arch), NB201.genes(parent), strict=True))
+                 for arch, _ in batch]
+    assert len(batch) == 10 and distances == [2] * 10
+
+
+def test_an_empty_archive_starts_from_the_largest_sampled_networks():
+    counter = CostCounter(NB201, "cifar10")
+    size = lambda arch: counter(arch).params_m  # noqa: E731
+    batch = propose_batch(NB201, [], "valid", 10, np.random.default_rng(0), Picker(NB201, set()),
+                          ridge_weights(NB201, [], "valid"), {"neighbours": 5, "preference": 5},
+                          size_of=size)
+    pool = [NB201.sample(np.random.default_rng(0)) for _ in range(PRIOR_POOL)]
+    assert {source for _, source in batch} == {"prior"}
+    assert min(size(a) for a, _ in batch) >= sorted(map(size, pool), reverse=True)[9]
+    # Without a size, the first batch is uniform.
+    plain = propose_batch(NB201, [], "valid", 10, np.random.default_rng(0), Picker(NB201, set()),
+                          ridge_weights(NB201, [], "valid"), {"neighbours": 10})
+    assert {source for _, source in plain} == {"random"}
+    assert np.mean([size(a) for a, _ in plain]) < np.mean([size(a) for a, _ in batch])
 
 
 def test_the_navigator_source_follows_its_preferences():

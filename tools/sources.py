@@ -4,13 +4,17 @@ Every source proposes only architectures that are legal, new (no visited or alre
 and allowed by the cost limit, so novelty holds by construction. Sources:
 
 - `neighbours`: one-gene edits of the elites (best first), each elite's edits ordered by how
-  much they raise the rule's additive score (`tools.archive.ridge_weights`);
+  much they raise the rule's additive score (`tools.archive.ridge_weights`); two-gene edits of
+  the best once all its one-gene edits are visited;
 - `second_region`: the same around the best record at least `REGION_DISTANCE` genes from the best;
 - `mutation`: a random one-gene edit of a random elite;
 - `preference`: the rule's favourite unvisited architectures among weighted samples of the whole
   space (a jump to another basin; uniform samples when nothing is evaluated yet);
 - `navigator`: `neighbours` ordered by the Navigator's preferences (and, with no archive yet,
-  `preference` with its weights).
+  `preference` with its weights);
+- `prior` (only while nothing is evaluated): the largest networks among uniform samples, by the
+  cost the search is limited on (params without a limit). A zero-cost prior: on NAS-Bench-201
+  "more parameters first" ranks random cells at Kendall tau ~0.5 (`results/probe_ranking_*`).
 
 `allocate` shares a batch among the sources by their observed hit rate (a hit: an evaluated
 candidate that beats the archive's top decile as it was before its round).
@@ -46,6 +50,7 @@ REGION_DISTANCE = 3
 ELITES = 5
 HIT_QUANTILE = 0.9
 PREFERENCE_POOL = 500
+PRIOR_POOL = 200  # samples the first batch's largest networks are chosen from (seeds 100-129)
 SAMPLING_TEMPERATURE = 0.5  # accuracy points
 
 
@@ -88,21 +93,48 @@ def _gain(weights: Weights, dim: str, old: Any, new: Any) -> float:
     return weights[dim][str(new)] - weights[dim][str(old)]
 
 
+def _ordered(
+    edits: list[tuple[BaseModel, float, float]], rng: np.random.Generator
+) -> list[BaseModel]:
+    """Children by (gain, tie-break gain), highest first; remaining ties in random order."""
+    edits = [edits[i] for i in rng.permutation(len(edits))]
+    return [child for child, *_ in sorted(edits, key=lambda e: (-e[1], -e[2]))]
+
+
+def _edits(
+    space: SearchSpace, arch: BaseModel, weights: Weights, tie_break: Weights | None, genes: int
+) -> list[tuple[BaseModel, float, float]]:
+    """Every edit of one (or two different) active genes: (child, gain, tie-break gain)."""
+    def gain(w: Weights | None, steps: list[tuple[str, Any, Any]]) -> float:
+        return sum(_gain(w, *step) for step in steps) if w else 0.0
+
+    order = list(space.dimensions)
+    out = []
+    for child, dim, old, new in neighbours(space, arch):
+        if genes == 1:
+            out.append((child, gain(weights, [(dim, old, new)]), gain(tie_break, [(dim, old, new)])))
+            continue
+        for grandchild, dim2, old2, new2 in neighbours(space, child):
+            if order.index(dim2) > order.index(dim):  # each pair of genes once
+                steps = [(dim, old, new), (dim2, old2, new2)]
+                out.append((grandchild, gain(weights, steps), gain(tie_break, steps)))
+    return out
+
+
 def elite_neighbours(
     space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, n: int, picker: Picker,
     source: str, rng: np.random.Generator, tie_break: Weights | None = None,
 ) -> int:
-    """Fill up to `n` slots with the elites' best-scoring unvisited edits, best elite first
-    (remaining ties in random order)."""
+    """Fill up to `n` slots with the elites' best-scoring unvisited one-gene edits, best elite
+    first. Once every one-gene edit of the best is visited (a local optimum), its two-gene
+    edits come first: a step over the ridge around it."""
     taken = 0
-    for record in elites:
-        edits = neighbours(space, space.parse(record["arch"]))
-        edits = [edits[i] for i in rng.permutation(len(edits))]
-        edits.sort(key=lambda e: (
-            -_gain(weights, e[1], e[2], e[3]),
-            -_gain(tie_break, e[1], e[2], e[3]) if tie_break else 0.0,
-        ))
-        for child, *_ in edits:
+    for rank, record in enumerate(elites):
+        arch = space.parse(record["arch"])
+        children = _ordered(_edits(space, arch, weights, tie_break, genes=1), rng)
+        if rank == 0 and all(space.key(child) in picker.exclude for child in children):
+            children = _ordered(_edits(space, arch, weights, tie_break, genes=2), rng)
+        for child in children:
             if taken >= n:
                 return taken
             taken += picker.take(child, source)
@@ -180,6 +212,20 @@ def best_of_samples(
     return taken
 
 
+def largest_of_samples(
+    space: SearchSpace, size_of: Callable[[BaseModel], float], rng: np.random.Generator, n: int,
+    picker: Picker, pool: int = PRIOR_POOL,
+) -> int:
+    """The `n` largest allowed networks (by `size_of`) among `pool` uniform samples."""
+    samples = [space.sample(rng) for _ in range(pool)]
+    taken = 0
+    for arch in sorted(samples, key=size_of, reverse=True):
+        if taken >= n:
+            break
+        taken += picker.take(arch, "prior")
+    return taken
+
+
 def allocate(
     source_stats: dict[str, dict[str, int]], sources: list[str], size: int
 ) -> dict[str, int]:
@@ -204,15 +250,21 @@ def propose_batch(
     space: SearchSpace, records: list[dict[str, Any]], objective: str, size: int,
     rng: np.random.Generator, picker: Picker, rule_weights: Weights,
     slots: dict[str, int], llm_weights: Weights | None = None,
+    size_of: Callable[[BaseModel], float] | None = None,
 ) -> list[tuple[BaseModel, str]]:
-    """Fill each source's slots; slots a source cannot fill go to `neighbours`, then random."""
+    """Fill each source's slots; slots a source cannot fill go to `neighbours`, then random.
+    With nothing evaluated yet, the Navigator samples from its preferences and the code sources
+    take the largest networks (`prior`, when `size_of` is given)."""
     elites = ranked(records, objective)
     for source, n in slots.items():
         if n <= 0:
             continue
-        if not elites:  # nothing evaluated yet: samples (the Navigator's prior, or uniform)
-            weights = llm_weights if source == LLM_SOURCE else None
-            weighted_samples(space, weights, rng, n, picker, source if weights else "random")
+        if not elites and source == LLM_SOURCE and llm_weights is not None:
+            weighted_samples(space, llm_weights, rng, n, picker, source)
+        elif not elites and size_of is not None:
+            largest_of_samples(space, size_of, rng, n, picker)
+        elif not elites:
+            weighted_samples(space, None, rng, n, picker, "random")
         elif source == "neighbours":
             elite_neighbours(space, elites, rule_weights, n, picker, source, rng)
         elif source == "second_region":
