@@ -151,3 +151,22 @@ def test_cli_search_without_llm_writes_sources_into_the_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cli", "search", "--llm", "none", "--mode", "paper"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "needs the LLM" in bad.stderr
+
+
+def test_steering_works_on_the_mobilenet_space_under_a_flops_limit():
+    mobilenet = get_space("mobilenet")
+    groups = mobilenet.dimension_groups()
+    assert set(groups) == {"r", "d", "ks", "e"}  # 46 genes folded for the prompt
+    answer = json.dumps({"summary": "large kernels", "prefer": {"r": [160], "d": [2], "ks": [7],
+                                                                  "e": [3]}})
+    s = settings([answer] * 3, space="mobilenet", dataset="imagenet", evaluator="predictor",
+                 budget=30, cost_kind="flops", max_cost=300)
+    result = run_search(s)
+    assert result.evaluations == 30 and result.llm["calls"] == 3
+    assert all(r["flops_m"] <= 300 for r in result.archive)
+    assert {r["source"] for r in result.archive if r["iteration"] == 1} == {"prior", "navigator"}
+    # Round 1 samples from the preferences: kernel 7 dominates (uniform would give a third).
+    first = [mobilenet.parse(r["arch"]) for r in result.archive
+             if r["source"] == "navigator" and r["iteration"] == 1]
+    assert first and np.mean([k == 7 for a in first for k in a.ks]) > 0.6
+    assert len(result.counterfactuals) == 3 and result.counterfactuals[0]["rule"]["n"] == 10
