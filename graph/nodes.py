@@ -211,14 +211,15 @@ def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, A
     llm_weights = steering_weights(space, steering["prefer"]) if steering else None
     sources = [*settings.sources, *([LLM_SOURCE] if llm_weights else [])]
     slots = allocate(state.get("source_stats", {}), sources, settings.candidates)
-    batch = _code_batch(state, settings, slots, llm_weights)
+    rule = ridge_weights(space, state.get("archive", []), settings.objective)
+    batch = _code_batch(state, settings, slots, llm_weights, rule)
     update: dict[str, Any] = {
         "candidates": [{"arch": arch.model_dump(), "source": source} for arch, source in batch],
     }
     if llm_weights is not None:
-        llm_side = _code_batch(state, settings, {LLM_SOURCE: COUNTERFACTUAL_SIZE}, llm_weights,
+        llm_side = _code_batch(state, settings, {LLM_SOURCE: COUNTERFACTUAL_SIZE}, llm_weights, rule,
                                size=COUNTERFACTUAL_SIZE, stream=1)
-        rule_side = _code_batch(state, settings, {"neighbours": COUNTERFACTUAL_SIZE}, None,
+        rule_side = _code_batch(state, settings, {"neighbours": COUNTERFACTUAL_SIZE}, None, rule,
                                 size=COUNTERFACTUAL_SIZE, stream=1)
         measured = _measure(settings, iteration, "steering",
                             [a for a, source in llm_side if source == LLM_SOURCE],
@@ -356,9 +357,11 @@ def _rng(settings: SearchSettings, iteration: int, stream: int) -> np.random.Gen
 
 def _code_batch(
     state: SearchState, settings: SearchSettings, slots: dict[str, int],
-    llm_weights: dict[str, dict[str, float]] | None, size: int | None = None, stream: int = 0,
+    llm_weights: dict[str, dict[str, float]] | None, rule: dict[str, dict[str, float]] | None = None,
+    size: int | None = None, stream: int = 0,
 ) -> list[tuple[Any, str]]:
-    """Candidates from the code sources for the current archive (nothing evaluated here)."""
+    """Candidates from the code sources for the current archive (nothing evaluated here);
+    `rule` is the archive's additive model when the caller already fitted it."""
     space = get_space(settings.space)
     records = state.get("archive", [])
     limit = settings.cost_limit()
@@ -371,7 +374,8 @@ def _code_batch(
     return propose_batch(
         space, records, settings.objective, size or settings.candidates,
         _rng(settings, state.get("iteration", 0) + 1, stream), picker,
-        ridge_weights(space, records, settings.objective), slots, llm_weights,
+        rule if rule is not None else ridge_weights(space, records, settings.objective), slots,
+        llm_weights,
         size_of=lambda arch: counter(arch).value(kind),
     )
 
