@@ -10,7 +10,7 @@ from pathlib import Path
 
 from evals.bench import RunResult, _mean_std, plot_curves
 
-CHECKPOINTS = (25, 50, 75, 100)
+CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # best-so-far is shown at these shares of the budget
 
 
 def load_runs(paths: list[Path]) -> list[RunResult]:
@@ -24,7 +24,9 @@ def _ci(values: list[float], digits: int = 2) -> str:
     """Mean ± 95 % confidence half-width (normal approximation over independent units)."""
     if not values:
         return "—"
-    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+    if len(values) == 1:
+        return f"{values[0]:+.{digits}f} (one unit, no CI)"
+    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5
     return f"{statistics.mean(values):+.{digits}f} ± {half:.{digits}f}"
 
 
@@ -37,15 +39,16 @@ def _groups(runs: list[RunResult]) -> list[tuple[str, str, list[RunResult]]]:
 
 def comparison_table(runs: list[RunResult]) -> str:
     """One row per method and dataset: final accuracies, optimum found, best-so-far, cost."""
+    points = [max(1, round(share * (runs[0].budget if runs else 100))) for share in CHECKPOINTS]
     lines = [
         "| dataset | method | seeds | evaluations | test acc | valid acc | optimum found | best-so-far @"
-        + "/".join(map(str, CHECKPOINTS)) + " | wall s/run | LLM tokens/run (prompt+completion) |",
+        + "/".join(map(str, points)) + " | wall s/run | LLM tokens/run (prompt+completion) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, dataset, group in _groups(runs):
         found = [r.optimum_found for r in group if r.optimum_found is not None]
         at = []
-        for n in CHECKPOINTS:
+        for n in points:
             values = [r.curve[min(n, len(r.curve)) - 1] for r in group if r.curve]
             at.append(f"{statistics.mean(values):.2f}" if values else "—")
         tokens = [r.extra.get("llm", {}).get("prompt_tokens", 0)
@@ -55,7 +58,7 @@ def comparison_table(runs: list[RunResult]) -> str:
             f"| {dataset} | {method} | {seeds[0]}–{seeds[-1]} ({len(group)}) "
             f"| {statistics.mean(r.evaluations for r in group):.0f} "
             f"| {_mean_std([r.test_acc for r in group])} | {_mean_std([r.valid_acc for r in group])} "
-            f"| {sum(found)}/{len(found)} | {' / '.join(at)} "
+            f"| {f'{sum(found)}/{len(found)}' if found else '—'} | {' / '.join(at)} "
             f"| {statistics.mean(r.wall_seconds for r in group):.1f} "
             f"| {statistics.mean(tokens):.0f} |"
         )
@@ -76,12 +79,15 @@ def counterfactual_table(runs: list[RunResult]) -> str:
             continue
         llm = [c["llm"]["mean"] for c in calls]
         rule = [c["rule"]["mean"] for c in calls]
-        tops = [c for c in calls if c["llm"]["top_rate"] is not None]
+        # The top-1 % rate needs every score of the space, so only a table evaluator has it.
+        tops = [c for c in calls
+                if c["llm"]["top_rate"] is not None and c["rule"]["top_rate"] is not None]
+        rates = [f"{statistics.mean(c[side]['top_rate'] for c in tops):.3f}" if tops else "—"
+                 for side in ("llm", "rule")]
         lines.append(
             f"| {dataset} | {method} | {len(calls)} | {statistics.mean(llm):.2f} "
             f"| {statistics.mean(rule):.2f} | {_ci([a - b for a, b in zip(llm, rule, strict=True)])} "
-            f"| {statistics.mean(c['llm']['top_rate'] for c in tops):.3f} "
-            f"| {statistics.mean(c['rule']['top_rate'] for c in tops):.3f} "
+            f"| {rates[0]} | {rates[1]} "
             f"| {_ci([c['llm']['top_rate'] - c['rule']['top_rate'] for c in tops], 3)} |"
         )
     return "\n".join(lines)
@@ -101,9 +107,11 @@ def paired_table(runs: list[RunResult], reference: str = "collm-nollm") -> str:
         pairs = [(r, base[r.seed]) for r in group if r.seed in base]
         if not pairs:
             continue
+        known = all(a.optimum_found is not None and b.optimum_found is not None for a, b in pairs)
+        found = (f"{sum(bool(a.optimum_found) for a, _ in pairs)} / "
+                 f"{sum(bool(b.optimum_found) for _, b in pairs)}" if known else "—")
         lines.append(
-            f"| {dataset} | {method} | {len(pairs)} "
-            f"| {sum(bool(a.optimum_found) for a, _ in pairs)} / {sum(bool(b.optimum_found) for _, b in pairs)} "
+            f"| {dataset} | {method} | {len(pairs)} | {found} "
             f"| {_ci([a.valid_acc - b.valid_acc for a, b in pairs])} "
             f"| {_ci([a.test_acc - b.test_acc for a, b in pairs])} |"
         )
@@ -126,8 +134,10 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     objective = runs[0].objective if runs else "valid"
+    space = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}.get(
+        runs[0].space if runs else "", runs[0].space if runs else "")
     text = [
-        f"# NAS-Bench-201 at {runs[0].budget if runs else ''} evaluations, objective = "
+        f"# {space} at {runs[0].budget if runs else ''} evaluations, objective = "
         f"{objective} accuracy\n",
         f"Command: `{command}`\n",
         f"Date: {time.strftime('%Y-%m-%d')}. Test and valid accuracy (mean±std over seeds) of the "
@@ -135,6 +145,9 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
         f"{objective} accuracy in the space; best-so-far = mean best {objective} accuracy after "
         "that many distinct evaluations.\n",
     ]
+    if any(r.predicted for r in runs):
+        text.append("**All accuracies here are predicted** by an accuracy predictor (valid = test "
+                    "= the prediction), not measured.\n")
     if note:
         text.append(note + "\n")
     text += ["## Comparison\n", comparison_table(runs), ""]
@@ -143,8 +156,8 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
         text += [
             "## The LLM's measured contribution (same-state counterfactual)\n",
             "At every LLM call, the candidates the LLM's answer produces and the candidates the "
-            "LLM-free rule produces from the same archive are both scored on the table (not "
-            "evaluated by the search). Top-1% = share of candidates in the space's best 1 %. CI over "
+            "LLM-free rule produces from the same archive are both scored by the evaluator (not "
+            "evaluated by the search). Top-1% = share of candidates in the space's best 1 % (a table only). CI over "
             "calls (calls of one run are not independent, so it is optimistic).\n",
             counterfactual, "",
         ]

@@ -54,6 +54,28 @@ def test_counterfactual_and_paired_and_sources():
     assert row[header.index("navigator")] == "15%" and row[header.index("neighbours")] == "75%"
 
 
+def test_predictor_runs_have_no_optimum_or_top_rate_and_are_labelled(tmp_path):
+    from evals.tables import write_tables
+
+    cf = {"iteration": 1, "proposer": "steering", "llm": {"n": 10, "mean": 81.2, "top_rate": None},
+          "rule": {"n": 10, "mean": 81.0, "top_rate": None}}
+    runs = [
+        RunResult(method="collm", space="mobilenet", dataset="imagenet", objective="valid", seed=0,
+                  budget=250, evaluations=250, arch="a", valid_acc=81.9, test_acc=81.9,
+                  flops_m=299.8, params_m=7.3, optimum_found=None, predicted=True,
+                  stop_reason="budget", wall_seconds=900.0, curve=[81.9] * 250,
+                  extra={"llm": {"calls": 25}, "counterfactuals": [cf, cf]}),
+    ]
+    runs.append(RunResult(**{**runs[0].__dict__, "method": "collm-nollm", "valid_acc": 81.5,
+                             "test_acc": 81.5, "extra": {}}))
+    assert "| — | 81.90 / 81.90 / 81.90 / 81.90 |" in comparison_table(runs)  # @62/125/188/250
+    assert "@62/125/188/250" in comparison_table(runs)
+    assert "| imagenet | collm | 1 | — | +0.40 (one unit, no CI) |" in paired_table(runs)
+    assert "| 81.20 | 81.00 | +0.20 ± 0.00 | — | — | — |" in counterfactual_table(runs)
+    text = write_tables(runs, tmp_path / "t.md", "cmd")["table"].read_text()
+    assert text.startswith("# OFA MobileNetV3 at 250") and "predicted" in text
+
+
 def test_table_command_refuses_mixed_objectives(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     from dataclasses import asdict
