@@ -157,8 +157,9 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
             "## The LLM's measured contribution (same-state counterfactual)\n",
             "At every LLM call, the candidates the LLM's answer produces and the candidates the "
             "LLM-free rule produces from the same archive are both scored by the evaluator (not "
-            "evaluated by the search). Top-1% = share of candidates in the space's best 1 % (a table only). CI over "
-            "calls (calls of one run are not independent, so it is optimistic).\n",
+            "evaluated by the search). Top-1% = share of candidates in the space's best 1 % "
+            "(known for a table only). CI over calls (calls of one run are not independent, so "
+            "it is optimistic).\n",
             counterfactual, "",
         ]
     paired = paired_table(runs)

@@ -9,7 +9,7 @@ and allowed by the cost limit, so novelty holds by construction. Sources:
 - `second_region`: the same around the best record at least `REGION_DISTANCE` genes from the best;
 - `mutation`: a random one-gene edit of a random elite;
 - `preference`: the rule's favourite unvisited architectures among weighted samples of the whole
-  space (a jump to another basin; uniform samples when nothing is evaluated yet);
+  space (a jump to another basin);
 - `navigator`: `neighbours` ordered by the Navigator's preferences (and, with no archive yet,
   `preference` with its weights);
 - `prior` (only while nothing is evaluated): the largest networks among uniform samples, by the
@@ -108,14 +108,14 @@ def _edits(
     def gain(w: Weights | None, steps: list[tuple[str, Any, Any]]) -> float:
         return sum(_gain(w, *step) for step in steps) if w else 0.0
 
-    order = list(space.dimensions)
+    position = {dim: i for i, dim in enumerate(space.dimensions)}
     out = []
     for child, dim, old, new in neighbours(space, arch):
         if genes == 1:
             out.append((child, gain(weights, [(dim, old, new)]), gain(tie_break, [(dim, old, new)])))
             continue
         for grandchild, dim2, old2, new2 in neighbours(space, child):
-            if order.index(dim2) > order.index(dim):  # each pair of genes once
+            if position[dim2] > position[dim]:  # each pair of genes once
                 steps = [(dim, old, new), (dim2, old2, new2)]
                 out.append((grandchild, gain(weights, steps), gain(tie_break, steps)))
     return out
@@ -126,8 +126,9 @@ def elite_neighbours(
     source: str, rng: np.random.Generator, tie_break: Weights | None = None,
 ) -> int:
     """Fill up to `n` slots with the elites' best-scoring unvisited one-gene edits, best elite
-    first. Once every one-gene edit of the best is visited (a local optimum), its two-gene
-    edits come first: a step over the ridge around it."""
+    first. Once every one-gene edit of the best is evaluated or already taken (a local
+    optimum), its two-gene edits come first: a step over the ridge around it. (Edits that are
+    only over the cost limit do not count as spent.)"""
     taken = 0
     for rank, record in enumerate(elites):
         arch = space.parse(record["arch"])
