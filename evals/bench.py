@@ -219,6 +219,12 @@ def plot_curves(results: list[RunResult], path: Path) -> None:
     plt.close(fig)
 
 
+PREDICTED_NOTE = (
+    "**All accuracies here are predicted** by an accuracy predictor (valid = test = the "
+    "prediction), not measured."
+)
+
+
 def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str, Path]:
     """`out` (.md table), the same name with .json (every run) and .png (curves)."""
     out = Path(out)
@@ -233,10 +239,7 @@ def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str
         f"{objective} cell of the space, mean distinct evaluations, mean wall seconds per run.\n\n"
     )
     if any(r.predicted for r in results):
-        header += (
-            "**All accuracies here are predicted** by an accuracy predictor (valid = test = the "
-            "prediction), not measured.\n\n"
-        )
+        header += PREDICTED_NOTE + "\n\n"
     out.write_text(header + markdown_table(results) + "\n")
     json_path.write_text(json.dumps([asdict(r) for r in results], indent=1))
     if results:

@@ -8,8 +8,9 @@ import statistics
 import time
 from pathlib import Path
 
-from evals.bench import RunResult, _mean_std, plot_curves
+from evals.bench import PREDICTED_NOTE, RunResult, _mean_std, plot_curves
 
+SPACE_TITLES = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # best-so-far is shown at these shares of the budget
 
 
@@ -134,8 +135,8 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     objective = runs[0].objective if runs else "valid"
-    space = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}.get(
-        runs[0].space if runs else "", runs[0].space if runs else "")
+    space = runs[0].space if runs else ""
+    space = SPACE_TITLES.get(space, space)
     text = [
         f"# {space} at {runs[0].budget if runs else ''} evaluations, objective = "
         f"{objective} accuracy\n",
@@ -146,8 +147,7 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
         "that many distinct evaluations.\n",
     ]
     if any(r.predicted for r in runs):
-        text.append("**All accuracies here are predicted** by an accuracy predictor (valid = test "
-                    "= the prediction), not measured.\n")
+        text.append(PREDICTED_NOTE + "\n")
     if note:
         text.append(note + "\n")
     text += ["## Comparison\n", comparison_table(runs), ""]
