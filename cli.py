@@ -48,16 +48,18 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def cost_limit(max_flops: float | None, max_params: float | None) -> CostLimit | None:
-    if max_flops is not None and max_params is not None:
-        raise UserError("give either --max-flops or --max-params, not both")
-    for name, value in (("--max-flops", max_flops), ("--max-params", max_params)):
-        if value is not None and value <= 0:
-            raise UserError(f"{name} must be positive (millions), got {value:g}")
-    if max_flops is not None:
-        return CostLimit("flops", max_flops)
-    if max_params is not None:
-        return CostLimit("params", max_params)
+def cost_limit(
+    max_flops: float | None, max_params: float | None, max_latency: float | None = None
+) -> CostLimit | None:
+    given = {name: value for name, value in (
+        ("flops", max_flops), ("params", max_params), ("latency", max_latency)) if value is not None}
+    if len(given) > 1:
+        raise UserError("give one of --max-flops, --max-params, --max-latency, not several")
+    for kind, value in given.items():
+        if value <= 0:
+            unit = "milliseconds" if kind == "latency" else "millions"
+            raise UserError(f"--max-{kind} must be positive ({unit}), got {value:g}")
+        return CostLimit(kind, value)
     return None
 
 
@@ -81,6 +83,7 @@ def bench(
     objective: Annotated[str, typer.Option(help="valid | test: the accuracy the search maximises")] = "valid",
     max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
+    max_latency: Annotated[float | None, typer.Option(help="latency limit, ms on a Samsung Note10 (OFA's tables; mobilenet)")] = None,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
@@ -95,7 +98,7 @@ def bench(
             raise UserError(f"--budget must be at least 1, got {budget}")
         if runs < 1:
             raise UserError(f"--runs must be at least 1, got {runs}")
-        limit = cost_limit(max_flops, max_params)
+        limit = cost_limit(max_flops, max_params, max_latency)
         method_names, dataset_names = _split(methods), _split(datasets)
         unknown = [m for m in method_names if m not in METHODS]
         if unknown:
@@ -187,6 +190,7 @@ def search(
     target: Annotated[float | None, typer.Option(help="stop at this accuracy")] = None,
     max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
+    max_latency: Annotated[float | None, typer.Option(help="latency limit, ms on a Samsung Note10 (OFA's tables; mobilenet)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     navigator_memory: Annotated[bool, typer.Option("--navigator-memory/--no-navigator-memory")] = True,
     generator_memory: Annotated[bool, typer.Option("--generator-memory/--no-generator-memory")] = False,
@@ -211,7 +215,7 @@ def search(
                 raise UserError(f"--objective must be 'valid' or 'test', got {objective!r}")
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
-            limit = cost_limit(max_flops, max_params)
+            limit = cost_limit(max_flops, max_params, max_latency)
             use_llm = llm != "none"
             base = {"backend": llm if use_llm else "local", "temperature": temperature}
             if llm in ("openai", "vllm") and not model:

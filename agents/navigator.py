@@ -43,12 +43,23 @@ def design_dimensions(space: SearchSpace) -> list[str]:
 def cost_text(settings) -> str:
     if not settings.cost_kind:
         return "There is no cost limit."
-    low = settings.max_cost * 0.93
+    limit = settings.cost_limit()
     return (
-        f"Cost limit: {settings.cost_kind} <= {settings.max_cost:g} M. Architectures over it are "
-        "not evaluated and can never be the result. The ideal range is just under the limit "
-        f"({low:.4g}-{settings.max_cost:g} M): much cheaper networks usually lose accuracy."
+        f"Cost limit: {limit.describe()}. Architectures over it are not evaluated and can never "
+        "be the result. The ideal range is just under the limit "
+        f"({limit.max_m * 0.93:.4g}-{limit.max_m:g} {limit.unit}): much cheaper networks usually lose "
+        "accuracy."
     )
+
+
+def record_cost(record: dict[str, Any]) -> str:
+    """'299.81 MFLOPs, 7.412 M params[, 24.10 ms]' for a record or result; '' when not counted."""
+    if record.get("flops_m") is None:
+        return ""
+    text = f"{record['flops_m']:.2f} MFLOPs, {record['params_m']:.3f} M params"
+    if record.get("latency_ms") is not None:
+        text += f", {record['latency_ms']:.2f} ms"
+    return text
 
 
 def results_table(results: list[dict[str, Any]], objective: str) -> str:
@@ -59,7 +70,7 @@ def results_table(results: list[dict[str, Any]], objective: str) -> str:
         if result.get("valid_acc") is not None:
             parts.append(f"{objective} acc {result[f'{objective}_acc']:.2f}")
         if result.get("flops_m") is not None:
-            parts.append(f"{result['flops_m']:.2f} MFLOPs, {result['params_m']:.3f} M params")
+            parts.append(record_cost(result))
         if result.get("reason"):
             parts.append(result["reason"])
         lines.append("- " + " | ".join(parts))
@@ -69,7 +80,7 @@ def results_table(results: list[dict[str, Any]], objective: str) -> str:
 def best_text(best: dict[str, Any] | None, objective: str) -> str:
     if not best:
         return "none yet"
-    cost = f", {best['flops_m']:.2f} MFLOPs" if best.get("flops_m") is not None else ""
+    cost = f", {record_cost(best)}" if best.get("flops_m") is not None else ""
     return f"{best['key']} with {objective} acc {best[f'{objective}_acc']:.2f}{cost}"
 
 

@@ -59,6 +59,7 @@ class RunResult:
     wall_seconds: float
     curve: list[float]
     extra: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float | None = None  # only under a latency limit
 
 
 def run_result(
@@ -79,7 +80,8 @@ def run_result(
         method=spec.method, space=spec.space, dataset=spec.dataset, objective=spec.objective,
         seed=spec.seed, budget=spec.budget, evaluations=len(records),
         arch=best.get("key"), valid_acc=best.get("valid_acc"), test_acc=best.get("test_acc"),
-        flops_m=best.get("flops_m"), params_m=best.get("params_m"), optimum_found=found,
+        flops_m=best.get("flops_m"), params_m=best.get("params_m"),
+        latency_ms=best.get("latency_ms"), optimum_found=found,
         predicted=bool(best.get("predicted")), stop_reason=stop_reason,
         wall_seconds=round(wall_seconds, 4), curve=curve, extra=extra,
     )
@@ -88,7 +90,9 @@ def run_result(
 def make_ledger(spec: RunSpec) -> Ledger:
     space = get_space(spec.space)
     evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
-    counter = shared_cost_counter(spec.space, spec.dataset) if spec.cost_limit else None
+    limit = spec.cost_limit
+    counter = (shared_cost_counter(spec.space, spec.dataset, limit.kind == "latency", spec.data_path)
+               if limit else None)
     return Ledger(space, evaluator, spec.objective, spec.budget, counter, spec.cost_limit)
 
 
@@ -186,7 +190,9 @@ def markdown_table(results: list[RunResult]) -> str:
             opt = f" · opt {sum(found)}/{len(runs)}" if found else ""
             evals = statistics.mean(r.evaluations for r in runs)
             secs = statistics.mean(r.wall_seconds for r in runs)
-            cells.append(f"{test} ({valid}){opt} · {evals:.0f} ev · {secs:.2f} s")
+            latencies = [r.latency_ms for r in runs if r.latency_ms is not None]
+            latency = f" · {statistics.mean(latencies):.2f} ms" if latencies else ""
+            cells.append(f"{test} ({valid}){opt} · {evals:.0f} ev{latency} · {secs:.2f} s")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -236,7 +242,8 @@ def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str
         f"Command: `{command}`\n\n"
         f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
         "mean±std) of the architecture each run chose, how many runs found the best "
-        f"{objective} cell of the space, mean distinct evaluations, mean wall seconds per run.\n\n"
+        f"{objective} cell of the space, mean distinct evaluations, (under a latency limit) the "
+        "mean latency of the chosen architectures, mean wall seconds per run.\n\n"
     )
     if any(r.predicted for r in results):
         header += PREDICTED_NOTE + "\n\n"

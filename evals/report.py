@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.navigator import record_cost
 from spaces import get_space
+from tools.cost import CostLimit
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
@@ -66,7 +68,8 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
     label = " (predicted)" if best.get("predicted") else ""
     llm = summary["llm"]
     limit = (
-        f"{settings['cost_kind']} <= {settings['max_cost']:g} M" if settings.get("cost_kind") else "none"
+        CostLimit(settings["cost_kind"], settings["max_cost"]).describe()
+        if settings.get("cost_kind") else "none"
     )
     if settings["single_llm"]:
         roles = "single LLM"
@@ -94,9 +97,7 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
         "",
     ]
     if best:
-        cost = ""
-        if best.get("flops_m") is not None:
-            cost = f"{best['flops_m']:.2f} MFLOPs, {best['params_m']:.3f} M params"
+        cost = record_cost(best)
         lines += [
             f"`{best['key']}`",
             "",

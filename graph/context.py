@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from agents.llm import LLMSettings
-from tools.cost import CostLimit
+from tools.cost import CostCounter, CostLimit, shared_cost_counter
+from tools.latency import check_latency_space
 from tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 
 
@@ -20,8 +21,12 @@ class SearchSettings(BaseModel):
     evaluator: str | None = Field(None, description="benchmark | predictor | supernet (space default)")
     data_path: str | None = Field(None, description="data file or folder; else $COLLM_NAS_DATA")
     target: float | None = Field(None, description="stop when the best accuracy reaches this")
-    cost_kind: Literal["flops", "params"] | None = Field(None, description="what the limit bounds")
-    max_cost: float | None = Field(None, gt=0, description="cost limit in millions")
+    cost_kind: Literal["flops", "params", "latency"] | None = Field(
+        None, description="what the limit bounds (latency: Note10 tables, mobilenet only)"
+    )
+    max_cost: float | None = Field(
+        None, gt=0, description="cost limit: millions of FLOPs or params, or milliseconds"
+    )
     iterations: int = Field(20, ge=1, description="Navigator-Generator rounds at most")
     budget: int = Field(100, ge=1, description="distinct architectures evaluated at most")
     candidates: int = Field(10, ge=1, le=50, description="architectures per Generator call")
@@ -50,7 +55,9 @@ class SearchSettings(BaseModel):
     @model_validator(mode="after")
     def _limit_needs_kind(self) -> SearchSettings:
         if (self.cost_kind is None) != (self.max_cost is None):
-            raise ValueError("a cost limit needs both cost_kind (flops|params) and max_cost")
+            raise ValueError("a cost limit needs both cost_kind (flops|params|latency) and max_cost")
+        if self.cost_kind == "latency":
+            check_latency_space(self.space)
         return self
 
     @model_validator(mode="after")
@@ -66,6 +73,10 @@ class SearchSettings(BaseModel):
 
     def cost_limit(self) -> CostLimit | None:
         return CostLimit(self.cost_kind, self.max_cost) if self.cost_kind else None
+
+    def cost_counter(self) -> CostCounter:
+        """The process-wide cost counter for this run (with table latency under a latency limit)."""
+        return shared_cost_counter(self.space, self.dataset, self.cost_kind == "latency", self.data_path)
 
     def recursion_limit(self) -> int:
         """Enough graph steps for every round (navigate, generate, screen, evaluate, record)."""

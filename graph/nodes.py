@@ -18,6 +18,7 @@ from agents.navigator import (
     call_navigator,
     mission_variables,
     navigator_request,
+    record_cost,
     results_table,
     steering_schema,
     steering_weights,
@@ -29,7 +30,7 @@ from spaces import get_space
 from tools.archive import TOP_FRACTION, dimension_stats, ranked, ridge_weights, stats_text
 from tools.benchmark import Metrics
 from tools.coordinator import make_record, screen
-from tools.cost import Cost, shared_cost_counter
+from tools.cost import Cost
 from tools.evaluators import make_evaluator
 from tools.sources import (
     LLM_SOURCE,
@@ -234,7 +235,7 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
     settings = runtime.context
     space = get_space(settings.space)
     limit = settings.cost_limit()
-    counter = shared_cost_counter(settings.space, settings.dataset)
+    counter = settings.cost_counter()
     iteration = state.get("iteration", 0) + 1
     seen = {record["key"] for record in state.get("archive", [])}
     remaining = settings.budget - len(seen)
@@ -247,6 +248,7 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
             "raw": None if checked.arch else _short(candidate["arch"]),
             "flops_m": checked.cost.flops_m if checked.cost else None,
             "params_m": checked.cost.params_m if checked.cost else None,
+            "latency_ms": checked.cost.latency_ms if checked.cost else None,
         }
         if checked.verdict is None and len(passing) >= remaining:
             checked.verdict, checked.reason = "budget_spent", "the evaluation budget is spent"
@@ -279,7 +281,8 @@ def evaluate(task: EvaluationTask, runtime: Runtime[SearchSettings]) -> dict[str
     space = get_space(settings.space)
     candidate = task["candidate"]
     metrics: Metrics = _evaluator(settings).evaluate(space.parse(candidate["arch"]))
-    cost = Cost(candidate["flops_m"], candidate["params_m"]) if candidate["flops_m"] is not None else None
+    cost = (Cost(candidate["flops_m"], candidate["params_m"], candidate.get("latency_ms"))
+            if candidate["flops_m"] is not None else None)
     record = make_record(
         candidate["key"], candidate["arch"], metrics, cost, iteration=candidate["iteration"],
         source=candidate["source"], evaluation=candidate["evaluation"],
@@ -365,7 +368,7 @@ def _code_batch(
     space = get_space(settings.space)
     records = state.get("archive", [])
     limit = settings.cost_limit()
-    counter = shared_cost_counter(settings.space, settings.dataset)
+    counter = settings.cost_counter()
     allowed = None
     if limit is not None:
         allowed = lambda arch: limit.allows(counter(arch))  # noqa: E731
@@ -399,7 +402,7 @@ def _measure(
 def _best_table(records: list[dict[str, Any]], objective: str) -> str:
     lines = []
     for record in ranked(records, objective)[:SHOWN_BEST]:
-        cost = f", {record['flops_m']:.1f} MFLOPs" if record.get("flops_m") is not None else ""
+        cost = f", {record_cost(record)}" if record.get("flops_m") is not None else ""
         lines.append(f"- {record['key']} {record[f'{objective}_acc']:.2f}{cost}")
     return "\n".join(lines) or "- (none yet)"
 

@@ -41,7 +41,7 @@ class SearchResult:
 
     def summary(self) -> dict[str, Any]:
         best = self.best or {}
-        keys = ("arch", "key", "valid_acc", "test_acc", "flops_m", "params_m", "predicted")
+        keys = ("arch", "key", "valid_acc", "test_acc", "flops_m", "params_m", "latency_ms", "predicted")
         return {
             "best": {k: best.get(k) for k in keys} if best else None,
             "evaluations": self.evaluations,

@@ -49,11 +49,7 @@ def screen(
         return Screening("duplicate", arch, key, reason="already evaluated")
     cost = count_cost(arch) if count_cost else None
     if limit is not None and cost is not None and not limit.allows(cost):
-        value = cost.value(limit.kind)
-        return Screening(
-            "over_limit", arch, key, cost,
-            reason=f"{limit.kind} {value:.2f} M exceeds the limit of {limit.max_m:g} M",
-        )
+        return Screening("over_limit", arch, key, cost, reason=limit.describe(cost.value(limit.kind)))
     return Screening(None, arch, key, cost)
 
 
@@ -69,6 +65,7 @@ def make_record(
         "predicted": metrics.predicted,
         "flops_m": cost.flops_m if cost else None,
         "params_m": cost.params_m if cost else None,
+        "latency_ms": cost.latency_ms if cost else None,
         **extra,
     }
 

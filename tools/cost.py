@@ -10,7 +10,8 @@ total halved. A space with its own published convention (OFA) provides `count_co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal
 
@@ -19,8 +20,10 @@ from pydantic import BaseModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from spaces import SearchSpace
+from tools.latency import latency_model
 
-CostKind = Literal["flops", "params"]
+CostKind = Literal["flops", "params", "latency"]
+COST_UNITS = {"flops": "M", "params": "M", "latency": "ms"}
 
 _aten = torch.ops.aten
 
@@ -29,20 +32,34 @@ _aten = torch.ops.aten
 class Cost:
     flops_m: float
     params_m: float
+    latency_ms: float | None = None  # only where the space has latency tables and they are asked for
 
     def value(self, kind: CostKind) -> float:
-        return self.flops_m if kind == "flops" else self.params_m
+        value = {"flops": self.flops_m, "params": self.params_m, "latency": self.latency_ms}[kind]
+        if value is None:
+            raise ValueError(f"this cost has no {kind} (the counter was built without a latency model)")
+        return value
 
 
 @dataclass(frozen=True)
 class CostLimit:
-    """An upper bound on FLOPs or params, in millions."""
+    """An upper bound on FLOPs or params (millions) or latency (milliseconds)."""
 
     kind: CostKind
     max_m: float
 
     def allows(self, cost: Cost) -> bool:
         return cost.value(self.kind) <= self.max_m
+
+    @property
+    def unit(self) -> str:
+        return COST_UNITS[self.kind]
+
+    def describe(self, value: float | None = None) -> str:
+        unit = self.unit
+        if value is None:
+            return f"{self.kind} <= {self.max_m:g} {unit}"
+        return f"{self.kind} {value:.2f} {unit} exceeds the limit of {self.max_m:g} {unit}"
 
 
 def _numel(shape) -> int:
@@ -85,19 +102,25 @@ def count_flops_and_params(model: torch.nn.Module, input_shape: tuple[int, ...])
 
 
 @cache
-def shared_cost_counter(space_name: str, dataset: str) -> CostCounter:
-    """One counter (and so one cache) per space and dataset for the whole process."""
+def shared_cost_counter(
+    space_name: str, dataset: str, latency: bool = False, data_path: str | None = None
+) -> CostCounter:
+    """One counter (and so one cache) per space, dataset and latency setting for the process;
+    `latency` adds the space's table latency, read through the data settings."""
     from spaces import get_space
 
-    return CostCounter(get_space(space_name), dataset)
+    latency_of = latency_model(space_name, data_path) if latency else None
+    return CostCounter(get_space(space_name), dataset, latency_of)
 
 
 class CostCounter:
     """Counts (and caches by architecture key) the cost of architectures on one dataset."""
 
-    def __init__(self, space: SearchSpace, dataset: str):
+    def __init__(self, space: SearchSpace, dataset: str,
+                 latency_of: Callable[[BaseModel], float] | None = None):
         self.space = space
         self.dataset = dataset
+        self.latency_of = latency_of
         self._cache: dict[str, Cost] = {}
         self._parts: tuple[Cost, dict] | None = None
 
@@ -112,6 +135,8 @@ class CostCounter:
                 self._cache[key] = self._additive(arch)
             else:
                 self._cache[key] = self.count(arch)
+            if self.latency_of is not None:
+                self._cache[key] = replace(self._cache[key], latency_ms=round(self.latency_of(arch), 4))
         return self._cache[key]
 
     def count(self, arch: BaseModel) -> Cost:
