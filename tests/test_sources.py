@@ -20,6 +20,7 @@ from tools.sources import (
     hit_threshold,
     neighbours,
     propose_batch,
+    swaps,
 )
 
 NB201 = get_space("nb201")
@@ -86,41 +87,68 @@ def test_sources_never_propose_a_visited_or_repeated_architecture():
     assert {source for _, source in batch} <= set(RULE_SOURCES) | {"random"}
 
 
-def test_neighbours_are_one_edit_from_the_best_and_ordered_by_the_rule():
+def _gain(weights, parent, genes) -> float:
+    dims = list(NB201.dimensions)
+    return sum(weights[dims[i]][genes[i]] - weights[dims[i]][parent[i]]
+               for i in range(6) if genes[i] != parent[i])
+
+
+def test_neighbours_come_from_the_ring_of_the_best_ordered_by_the_rule():
     records = archive(30)
     weights = ridge_weights(NB201, records, "valid")
     best = max(records, key=lambda r: r["valid_acc"])
     picker = Picker(NB201, {r["key"] for r in records})
-    batch = propose_batch(NB201, records, "valid", 5, np.random.default_rng(0), picker, weights,
-                          {"neighbours": 5})
+    batch = propose_batch(NB201, records, "valid", 20, np.random.default_rng(0), picker, weights,
+                          {"neighbours": 20})
     parent = NB201.genes(NB201.parse(best["arch"]))
-    gains = []
+    gains, kinds = [], set()
     for arch, source in batch:
         genes = NB201.genes(arch)
         changed = [i for i in range(6) if genes[i] != parent[i]]
-        assert source == "neighbours" and len(changed) == 1
-        dim = list(NB201.dimensions)[changed[0]]
-        gains.append(weights[dim][genes[changed[0]]] - weights[dim][parent[changed[0]]])
-    unvisited = [
-        weights[dim][new] - weights[dim][old]
-        for child, dim, old, new in neighbours(NB201, NB201.parse(best["arch"]))
-        if NB201.key(child) not in {r["key"] for r in records}
-    ]
-    assert gains == sorted(gains, reverse=True)
+        swapped = (len(changed) == 2 and genes[changed[0]] == parent[changed[1]]
+                   and genes[changed[1]] == parent[changed[0]])
+        assert source == "neighbours" and (len(changed) == 1 or swapped)
+        kinds.add(len(changed))
+        gains.append(_gain(weights, parent, genes))
+    ring = [c for c, *_ in neighbours(NB201, NB201.parse(best["arch"]))]
+    ring += [c for c, _ in swaps(NB201, NB201.parse(best["arch"]))]
+    unvisited = [_gain(weights, parent, NB201.genes(c)) for c in ring
+                 if NB201.key(c) not in {r["key"] for r in records}]
+    assert gains == pytest.approx(sorted(gains, reverse=True))
     assert gains[0] == pytest.approx(max(unvisited))
+    assert kinds == {1, 2}  # this archive's best gets both kinds of edit
+
+
+def test_swaps_exchange_values_of_genes_with_the_same_choices():
+    cell = NB201.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|")
+    children = [NB201.genes(c) for c, _ in swaps(NB201, cell)]
+    # three edges hold 3x3 and one each 1x1, skip, none: 15 pairs of edges, 3 of them equal
+    assert len(children) == 12 and len(set(children)) == 12
+    assert all(sorted(c) == sorted(NB201.genes(cell)) for c in children)
+    mobilenet = get_space("mobilenet")
+    arch = mobilenet.parse({"r": [176], "d": [2, 2, 2, 2, 2], "ks": [3, 5] + [7] * 18,
+                            "e": [4, 3] + [6] * 18})
+    names = list(mobilenet.dimensions)
+    active = mobilenet.active_genes(arch)
+    pairs = [(step_a[0], step_b[0]) for _, (step_a, step_b) in swaps(mobilenet, arch)]
+    assert pairs
+    for a, b in pairs:
+        assert mobilenet.dimensions[a] == mobilenet.dimensions[b]  # never depth with expand ratio
+        assert active[names.index(a)] and active[names.index(b)]
 
 
 def test_a_spent_local_optimum_is_left_by_its_two_gene_edits():
     records = archive(30)
     best = max(records, key=lambda r: r["valid_acc"])
     parent = NB201.parse(best["arch"])
-    visited = {r["key"] for r in records} | {NB201.key(c) for c, *_ in neighbours(NB201, parent)}
-    picker = Picker(NB201, set(visited))
+    ring = [c for c, *_ in neighbours(NB201, parent)] + [c for c, _ in swaps(NB201, parent)]
+    picker = Picker(NB201, {r["key"] for r in records} | {NB201.key(c) for c in ring})
     batch = propose_batch(NB201, records, "valid", 10, np.random.default_rng(0), picker,
                           ridge_weights(NB201, records, "valid"), {"neighbours": 10})
     distances = [sum(a != b for a, b in zip(NB201.genes(arch), NB201.genes(parent), strict=True))
                  for arch, _ in batch]
     assert len(batch) == 10 and distances == [2] * 10
+    assert not {NB201.key(arch) for arch, _ in batch} & {NB201.key(c) for c in ring}
 
 
 def test_an_empty_archive_starts_from_the_largest_sampled_networks():

@@ -3,9 +3,12 @@
 Every source proposes only architectures that are legal, new (no visited or already-picked key)
 and allowed by the cost limit, so novelty holds by construction. Sources:
 
-- `neighbours`: one-gene edits of the elites (best first), each elite's edits ordered by how
-  much they raise the rule's additive score (`tools.archive.ridge_weights`); two-gene edits of
-  the best once all its one-gene edits are visited;
+- `neighbours`: the ring around each elite (best first): its one-gene edits and its swaps (two
+  genes with the same choices exchange values), ordered by how much they raise the rule's
+  additive score (`tools.archive.ridge_weights`); two-gene edits of the best once its ring is
+  spent. Swaps reach the cells that place the same operations differently: on NAS-Bench-201's
+  ImageNet16-120 the valid optimum and the loop's usual end point are such a pair (two swaps
+  apart), and adding them lifted the optimum rate there from 34 % to 61 % (seeds 160-239);
 - `second_region`: the same around the best record at least `REGION_DISTANCE` genes from the best;
 - `mutation`: a random one-gene edit of a random elite;
 - `preference`: the rule's favourite unvisited architectures among weighted samples of the whole
@@ -101,23 +104,42 @@ def _ordered(
     return [child for child, *_ in sorted(edits, key=lambda e: (-e[1], -e[2]))]
 
 
+def swaps(space: SearchSpace, arch: BaseModel) -> list[tuple[BaseModel, list[tuple[str, Any, Any]]]]:
+    """Every exchange of the values of two active genes with the same choices (two NB201 edges'
+    operations, two blocks' kernel sizes): the same choices placed differently."""
+    genes = list(space.genes(arch))
+    active = space.active_genes(arch)
+    dims = list(space.dimensions.items())
+    out = []
+    for i, (dim_i, values_i) in enumerate(dims):
+        for j in range(i + 1, len(dims)):
+            dim_j, values_j = dims[j]
+            if active[i] and active[j] and genes[i] != genes[j] and values_i == values_j:
+                child = list(genes)
+                child[i], child[j] = genes[j], genes[i]
+                out.append((space.from_genes(child),
+                            [(dim_i, genes[i], genes[j]), (dim_j, genes[j], genes[i])]))
+    return out
+
+
 def _edits(
     space: SearchSpace, arch: BaseModel, weights: Weights, tie_break: Weights | None, genes: int
 ) -> list[tuple[BaseModel, float, float]]:
-    """Every edit of one (or two different) active genes: (child, gain, tie-break gain)."""
-    def gain(w: Weights | None, steps: list[tuple[str, Any, Any]]) -> float:
-        return sum(_gain(w, *step) for step in steps) if w else 0.0
+    """The ring around `arch`: every one-gene edit and every swap (`genes=1`), or every edit of
+    two different active genes (`genes=2`), as (child, gain, tie-break gain)."""
+    def scored(child: BaseModel, steps: list[tuple[str, Any, Any]]) -> tuple[BaseModel, float, float]:
+        return child, *(sum(_gain(w, *step) for step in steps) if w else 0.0
+                        for w in (weights, tie_break))
 
+    if genes == 1:
+        return ([scored(child, [(dim, old, new)]) for child, dim, old, new in neighbours(space, arch)]
+                + [scored(child, steps) for child, steps in swaps(space, arch)])
     position = {dim: i for i, dim in enumerate(space.dimensions)}
     out = []
     for child, dim, old, new in neighbours(space, arch):
-        if genes == 1:
-            out.append((child, gain(weights, [(dim, old, new)]), gain(tie_break, [(dim, old, new)])))
-            continue
         for grandchild, dim2, old2, new2 in neighbours(space, child):
             if position[dim2] > position[dim]:  # each pair of genes once
-                steps = [(dim, old, new), (dim2, old2, new2)]
-                out.append((grandchild, gain(weights, steps), gain(tie_break, steps)))
+                out.append(scored(grandchild, [(dim, old, new), (dim2, old2, new2)]))
     return out
 
 
@@ -125,10 +147,10 @@ def elite_neighbours(
     space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, n: int, picker: Picker,
     source: str, rng: np.random.Generator, tie_break: Weights | None = None,
 ) -> int:
-    """Fill up to `n` slots with the elites' best-scoring unvisited one-gene edits, best elite
-    first. Once every one-gene edit of the best is evaluated or already taken (a local
-    optimum), its two-gene edits come first: a step over the ridge around it. (Edits that are
-    only over the cost limit do not count as spent.)"""
+    """Fill up to `n` slots with the best-scoring unvisited edits of the elites' rings (one-gene
+    edits and swaps), best elite first. Once the best's whole ring is evaluated or already taken
+    (a local optimum), its two-gene edits come first: a step over the ridge around it. (Edits
+    that are only over the cost limit do not count as spent.)"""
     taken = 0
     for rank, record in enumerate(elites):
         arch = space.parse(record["arch"])
