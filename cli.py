@@ -55,12 +55,13 @@ def cost_limit(
         ("flops", max_flops), ("params", max_params), ("latency", max_latency)) if value is not None}
     if len(given) > 1:
         raise UserError("give one of --max-flops, --max-params, --max-latency, not several")
-    for kind, value in given.items():
-        if value <= 0:
-            unit = "milliseconds" if kind == "latency" else "millions"
-            raise UserError(f"--max-{kind} must be positive ({unit}), got {value:g}")
-        return CostLimit(kind, value)
-    return None
+    if not given:
+        return None
+    [(kind, value)] = given.items()
+    if value <= 0:
+        unit = "milliseconds" if kind == "latency" else "millions"
+        raise UserError(f"--max-{kind} must be positive ({unit}), got {value:g}")
+    return CostLimit(kind, value)
 
 
 def _guarded(run):
@@ -234,7 +235,7 @@ def search(
             settings = SearchSettings(
                 space=space, dataset=dataset, objective=objective, evaluator=evaluator,
                 data_path=str(data) if data else None, target=target,
-                cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
+                cost_kind=limit.kind if limit else None, max_cost=limit.bound if limit else None,
                 iterations=iterations, budget=budget, candidates=candidates,
                 navigator_llm=llm_spec(navigator_llm, defaults),
                 generator_llm=llm_spec(generator_llm, defaults),

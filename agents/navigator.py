@@ -47,7 +47,7 @@ def cost_text(settings) -> str:
     return (
         f"Cost limit: {limit.describe()}. Architectures over it are not evaluated and can never "
         "be the result. The ideal range is just under the limit "
-        f"({limit.max_m * 0.93:.4g}-{limit.max_m:g} {limit.unit}): much cheaper networks usually lose "
+        f"({limit.bound * 0.93:.4g}-{limit.bound:g} {limit.unit}): much cheaper networks usually lose "
         "accuracy."
     )
 

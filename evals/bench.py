@@ -121,7 +121,7 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
         settings = SearchSettings(
             space=spec.space, dataset=spec.dataset, objective=spec.objective,
             data_path=spec.data_path, budget=spec.budget, seed=spec.seed,
-            cost_kind=limit.kind if limit else None, max_cost=limit.max_m if limit else None,
+            cost_kind=limit.kind if limit else None, max_cost=limit.bound if limit else None,
             **options,
         )
         result = run_search(settings)

@@ -46,10 +46,10 @@ class CostLimit:
     """An upper bound on FLOPs or params (millions) or latency (milliseconds)."""
 
     kind: CostKind
-    max_m: float
+    bound: float
 
     def allows(self, cost: Cost) -> bool:
-        return cost.value(self.kind) <= self.max_m
+        return cost.value(self.kind) <= self.bound
 
     @property
     def unit(self) -> str:
@@ -58,8 +58,8 @@ class CostLimit:
     def describe(self, value: float | None = None) -> str:
         unit = self.unit
         if value is None:
-            return f"{self.kind} <= {self.max_m:g} {unit}"
-        return f"{self.kind} {value:.2f} {unit} exceeds the limit of {self.max_m:g} {unit}"
+            return f"{self.kind} <= {self.bound:g} {unit}"
+        return f"{self.kind} {value:.2f} {unit} exceeds the limit of {self.bound:g} {unit}"
 
 
 def _numel(shape) -> int:
