@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,7 @@ from rich.console import Console
 from agents.calls import LLMUnavailable
 from agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
 from agents.model_store import ModelUnavailable
-from evals.bench import METHODS, RunSpec, run_bench, write_outputs
+from evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
 from evals.progress import SearchProgress
 from evals.report import write_report
 from spaces import IllegalArchitecture
@@ -124,10 +125,14 @@ def bench(
                 f"({result.evaluations} evals, {result.wall_seconds:.2f} s)",
                 highlight=False,
             )
+            if result.method not in LLM_FREE:  # slow runs: keep each one even if the bench dies
+                partial.write_text(json.dumps([asdict(r) for r in done], indent=1))
 
+        partial = out.with_suffix(".partial.json")
         results = run_bench(specs, on_result=report)
         command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         paths = write_outputs(results, out, command)
+        partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
         console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
