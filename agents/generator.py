@@ -55,6 +55,11 @@ class StructuredReply:
     reasoning: list[str] = field(default_factory=list)
     error: str | None = None
 
+    def remembered(self) -> list[BaseMessage]:
+        """What a conversation keeps of this exchange: the accepted answer only. Failed attempts
+        and re-asks stay out (they are in `calls`), so bad replies cannot pile up in memory."""
+        return self.transcript[-1:] if self.parsed is not None else []
+
 
 class _BadReply(Exception):
     pass

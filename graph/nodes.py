@@ -129,7 +129,7 @@ def generate(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, 
         "llm_calls": reply.calls,
     }
     if settings.generator_memory:
-        update["generator_messages"] = [*messages[len(history):], *reply.transcript]
+        update["generator_messages"] = [*messages[len(history):], *reply.remembered()]
     return update
 
 
@@ -152,7 +152,7 @@ def reflect_and_generate(state: SearchState, runtime: Runtime[SearchSettings]) -
         iteration=variables["iteration"] + 1,
     )
     strategy = reply.parsed.strategy if reply.parsed is not None else ""
-    kept = [*messages[len(history):], *reply.transcript]
+    kept = [*messages[len(history):], *reply.remembered()]
     if not memory:
         kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
     return {
@@ -191,7 +191,7 @@ def steer(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any
     if reply.parsed is not None:
         steering = {"summary": reply.parsed.summary,
                     "prefer": reply.parsed.prefer.model_dump(), "iteration": variables["iteration"] + 1}
-    kept = [*system, digest, *reply.transcript]
+    kept = [*system, digest, *reply.remembered()]
     if not memory:
         kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
     return {

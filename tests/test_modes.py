@@ -170,3 +170,18 @@ def test_steering_works_on_the_mobilenet_space_under_a_flops_limit():
              if r["source"] == "navigator" and r["iteration"] == 1]
     assert first and np.mean([k == 7 for a in first for k in a.ks]) > 0.6
     assert len(result.counterfactuals) == 3 and result.counterfactuals[0]["rule"]["n"] == 10
+
+
+def test_navigator_memory_keeps_accepted_answers_only():
+    from graph.builder import compile_graph
+
+    saver = InMemorySaver()
+    script = ["this is not JSON", steering(summary="first accepted"), steering(summary="second")]
+    result = run_search(settings(script, budget=20), thread_id="memory", checkpointer=saver)
+    assert result.iterations == 2
+    values = compile_graph(saver).get_state({"configurable": {"thread_id": "memory"}}).values
+    assert [c["ok"] for c in values["llm_calls"]] == [False, True, True]
+    answers = [m.content for m in values["navigator_messages"] if m.type == "ai"]
+    assert len(answers) == 2 and "first accepted" in answers[0] and "second" in answers[1]
+    assert not any("not JSON" in m.content or "could not be used" in m.content
+                   for m in values["navigator_messages"])
