@@ -69,8 +69,8 @@ def results_table(results: list[dict[str, Any]], objective: str) -> str:
         parts = [str(result.get("key") or result.get("raw")), result["verdict"]]
         if result.get("valid_acc") is not None:
             parts.append(f"{objective} acc {result[f'{objective}_acc']:.2f}")
-        if result.get("flops_m") is not None:
-            parts.append(record_cost(result))
+        if cost := record_cost(result):
+            parts.append(cost)
         if result.get("reason"):
             parts.append(result["reason"])
         lines.append("- " + " | ".join(parts))
@@ -80,7 +80,7 @@ def results_table(results: list[dict[str, Any]], objective: str) -> str:
 def best_text(best: dict[str, Any] | None, objective: str) -> str:
     if not best:
         return "none yet"
-    cost = f", {record_cost(best)}" if best.get("flops_m") is not None else ""
+    cost = f", {text}" if (text := record_cost(best)) else ""
     return f"{best['key']} with {objective} acc {best[f'{objective}_acc']:.2f}{cost}"
 
 

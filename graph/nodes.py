@@ -402,7 +402,7 @@ def _measure(
 def _best_table(records: list[dict[str, Any]], objective: str) -> str:
     lines = []
     for record in ranked(records, objective)[:SHOWN_BEST]:
-        cost = f", {record_cost(record)}" if record.get("flops_m") is not None else ""
+        cost = f", {text}" if (text := record_cost(record)) else ""
         lines.append(f"- {record['key']} {record[f'{objective}_acc']:.2f}{cost}")
     return "\n".join(lines) or "- (none yet)"
 

@@ -18,6 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evals.bench import _mean_std  # noqa: E402
+
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
 METHOD_NAMES = {"rs": "RS", "ea": "EA", "collm-nollm": "collm --llm none",
                 "collm": "collm (embedded Qwen2.5-Coder-1.5B)"}
@@ -48,11 +52,6 @@ def load(results: Path) -> dict[tuple[str, int, int, str], list[dict]]:
             key = (kind, int(match["limit"]), int(match["budget"]), run["method"])
             groups.setdefault(key, []).append(run)
     return groups
-
-
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f}±{std:.2f}"
 
 
 def row(kind: str, limit: int, budget: int, method: str, runs: list[dict]) -> str:
