@@ -30,6 +30,7 @@ def usage_record(role: str, message: AIMessage | None, seconds: float, **extra: 
         "role": role,
         "prompt_tokens": int(usage.get("input_tokens", 0)),
         "completion_tokens": int(usage.get("output_tokens", 0)),
+        "cached_tokens": int((usage.get("input_token_details") or {}).get("cache_read", 0)),
         "seconds": round(seconds, 3),
         **extra,
     }

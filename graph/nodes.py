@@ -39,6 +39,7 @@ from tools.sources import (
     hit_threshold,
     propose_batch,
     score_candidates,
+    share_ring,
 )
 
 # How many already-evaluated architectures the Generator is shown (the best ones), to keep
@@ -210,8 +211,9 @@ def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, A
     iteration = state.get("iteration", 0) + 1
     steering = state.get("steering") if settings.use_llm else None
     llm_weights = steering_weights(space, steering["prefer"]) if steering else None
-    sources = [*settings.sources, *([LLM_SOURCE] if llm_weights else [])]
-    slots = allocate(state.get("source_stats", {}), sources, settings.candidates)
+    slots = allocate(state.get("source_stats", {}), list(settings.sources), settings.candidates)
+    if llm_weights:
+        slots = share_ring(state.get("source_stats", {}), slots)
     rule = ridge_weights(space, state.get("archive", []), settings.objective)
     batch = _code_batch(state, settings, slots, llm_weights, rule)
     update: dict[str, Any] = {

@@ -68,19 +68,23 @@ def test_steering_navigator_gets_slots_and_is_measured_each_round():
         assert measured["proposer"] == "steering"
         assert measured["llm"]["n"] == measured["rule"]["n"] == 10
         assert 0 <= measured["llm"]["top_rate"] <= 1 and measured["rule"]["mean"] > 0
-    # Round 1 samples from the preferences: mostly 3x3 convolutions (uniform sampling: 1.2 of 6).
-    first = [SPACE.genes(SPACE.parse(r["arch"])) for r in result.archive
-             if r["iteration"] == 1 and r["source"] == "navigator"]
-    assert first and np.mean([genes.count("nor_conv_3x3") for genes in first]) >= 3
+
+
+def _count(records: list[dict], op: str) -> float:
+    return float(np.mean([SPACE.genes(SPACE.parse(r["arch"])).count(op) for r in records]))
 
 
 def test_the_measurement_scores_the_table_and_can_tell_a_bad_navigator():
     good = run_search(settings([steering("nor_conv_3x3")] * 4, seed=1))
     bad = run_search(settings([steering("none")] * 4, seed=1))
-    # Round 1 (samples from the prior): all-3x3 cells against cells of "none" edges.
-    assert good.counterfactuals[0]["llm"]["mean"] > bad.counterfactuals[0]["llm"]["mean"] + 30
-    # Later rounds: edits towards "none" score below the rule's edits of the same elites.
-    assert sum(m["llm"]["mean"] - m["rule"]["mean"] for m in bad.counterfactuals[1:]) < 0
+    # Round 1: the Navigator re-ranks the prior's short list (large cells); asking for "none"
+    # puts more "none" edges into its picks than the prior's own picks hold, and they score lower.
+    first = [r for r in bad.archive if r["iteration"] == 1]
+    picked = [r for r in first if r["source"] == "navigator"]
+    assert picked and _count(picked, "none") > _count([r for r in first if r not in picked], "none")
+    assert good.counterfactuals[0]["llm"]["mean"] > bad.counterfactuals[0]["llm"]["mean"]
+    # Every round, its picks score below the rule's from the same state: the measurement sees it.
+    assert all(m["llm"]["mean"] < m["rule"]["mean"] for m in bad.counterfactuals)
     # A navigator that only asks for "none" never earns more than its prior share (3 of 10).
     for iteration in range(2, 5):
         shown = [r for r in bad.archive if r["iteration"] == iteration]
@@ -165,10 +169,12 @@ def test_steering_works_on_the_mobilenet_space_under_a_flops_limit():
     assert result.evaluations == 30 and result.llm["calls"] == 3
     assert all(r["flops_m"] <= 300 for r in result.archive)
     assert {r["source"] for r in result.archive if r["iteration"] == 1} == {"prior", "navigator"}
-    # Round 1 samples from the preferences: kernel 7 dominates (uniform would give a third).
-    first = [mobilenet.parse(r["arch"]) for r in result.archive
-             if r["source"] == "navigator" and r["iteration"] == 1]
-    assert first and np.mean([k == 7 for a in first for k in a.ks]) > 0.6
+    # Round 1: of the prior's short list, the Navigator picks the subnets with more 7x7 kernels.
+    def sevens(source: str) -> float:
+        first = [mobilenet.parse(r["arch"]) for r in result.archive
+                 if r["source"] == source and r["iteration"] == 1]
+        return float(np.mean([k == 7 for a in first for k in a.ks]))
+    assert sevens("navigator") > sevens("prior")
     assert len(result.counterfactuals) == 3 and result.counterfactuals[0]["rule"]["n"] == 10
 
 

@@ -167,17 +167,31 @@ def test_an_empty_archive_starts_from_the_largest_sampled_networks():
     assert np.mean([size(a) for a, _ in plain]) < np.mean([size(a) for a, _ in batch])
 
 
-def test_the_navigator_source_follows_its_preferences():
-    records = archive(30)
-    best = NB201.genes(NB201.parse(max(records, key=lambda r: r["valid_acc"])["arch"]))
-    target = "avg_pool_3x3" if best[0] != "avg_pool_3x3" else "skip_connect"
-    llm_weights = {d: {v: float(d == "edge_1_0" and v == target) for v in NB201.dimensions[d]}
-                   for d in NB201.dimensions}
+def _navigator_batch(records: list[dict], llm_weights: dict, n: int) -> list:
     picker = Picker(NB201, {r["key"] for r in records})
-    batch = propose_batch(NB201, records, "valid", 1, np.random.default_rng(0), picker,
-                          ridge_weights(NB201, records, "valid"), {LLM_SOURCE: 1}, llm_weights)
-    (arch, source), = batch
-    assert source == LLM_SOURCE and NB201.genes(arch)[0] == target
+    return propose_batch(NB201, records, "valid", n, np.random.default_rng(0), picker,
+                         ridge_weights(NB201, records, "valid"), {LLM_SOURCE: n}, llm_weights)
+
+
+def test_the_navigator_reranks_the_rules_short_list():
+    records = archive(30)
+    picker = Picker(NB201, {r["key"] for r in records})
+    rule_next = [a for a, _ in propose_batch(
+        NB201, records, "valid", 6, np.random.default_rng(0), picker,
+        ridge_weights(NB201, records, "valid"), {"neighbours": 6})]
+    # Preferring exactly the values of the rule's third pick puts it first.
+    third = dict(zip(NB201.dimensions, map(str, NB201.genes(rule_next[2])), strict=True))
+    llm_weights = {d: {str(v): float(str(v) == third[d]) for v in NB201.dimensions[d]}
+                   for d in NB201.dimensions}
+    (arch, source), = _navigator_batch(records, llm_weights, 1)
+    assert source == LLM_SOURCE and NB201.key(arch) == NB201.key(rule_next[2])
+    # However it ranks, the Navigator only picks among the rule's next 3n.
+    allowed = {NB201.key(a) for a in rule_next}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        noise = {d: {str(v): float(rng.random()) for v in NB201.dimensions[d]} for d in NB201.dimensions}
+        batch = _navigator_batch(records, noise, 2)
+        assert len(batch) == 2 and {NB201.key(a) for a, _ in batch} <= allowed
 
 
 def test_over_limit_candidates_are_never_proposed():

@@ -13,19 +13,22 @@ and allowed by the cost limit, so novelty holds by construction. Sources:
 - `mutation`: a random one-gene edit of a random elite;
 - `preference`: the rule's favourite unvisited architectures among weighted samples of the whole
   space (a jump to another basin);
-- `navigator`: `neighbours` ordered by the Navigator's preferences (and, with no archive yet,
-  `preference` with its weights);
+- `navigator`: the Navigator re-ranks a short list, the next 3n architectures `neighbours` would
+  take (with no archive yet, the next 3n of `prior`), by how many of its preferred values each
+  holds. A Navigator that ranks at random can only trade the rule's next picks for slightly later
+  ones;
 - `prior` (only while nothing is evaluated): the largest networks among uniform samples, by the
   cost the search is limited on (params without a limit). A zero-cost prior: on NAS-Bench-201
   "more parameters first" ranks random cells at Kendall tau ~0.5 (`results/probe_ranking_*`).
 
 `allocate` shares a batch among the sources by their observed hit rate (a hit: an evaluated
-candidate that beats the archive's top decile as it was before its round).
+candidate that beats the archive's top decile as it was before its round); `share_ring` then
+gives the Navigator part of the `neighbours` share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +53,7 @@ SOURCE_PRIORS = {
 }
 MIN_SLOTS = {"navigator": 1}  # the LLM always keeps one slot to show what it is worth
 REGION_DISTANCE = 3
+SHORTLIST_FACTOR = 3  # the Navigator picks n of the code's next 3n candidates
 ELITES = 5
 HIT_QUANTILE = 0.9
 PREFERENCE_POOL = 500
@@ -66,12 +70,20 @@ class Picker:
     allowed: Callable[[BaseModel], bool] | None = None
     picked: list[tuple[BaseModel, str]] = field(default_factory=list)
 
-    def take(self, arch: BaseModel, source: str) -> bool:
+    def fits(self, arch: BaseModel) -> bool:
+        """New, not handed out yet, and allowed (without taking it)."""
         key = self.space.key(arch)
-        if key in self.exclude or (self.allowed is not None and not self.allowed(arch)):
+        if key in self.exclude:
+            return False
+        if self.allowed is not None and not self.allowed(arch):
             self.exclude.add(key)  # never test it again in this round
             return False
-        self.exclude.add(key)
+        return True
+
+    def take(self, arch: BaseModel, source: str) -> bool:
+        if not self.fits(arch):
+            return False
+        self.exclude.add(self.space.key(arch))
         self.picked.append((arch, source))
         return True
 
@@ -143,25 +155,57 @@ def _edits(
     return out
 
 
+def ring_order(
+    space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, exclude: set[str],
+    rng: np.random.Generator, tie_break: Weights | None = None,
+) -> Iterator[BaseModel]:
+    """The elites' rings (one-gene edits and swaps), best elite first, each by its edits'
+    gains. Once the best's whole ring is in `exclude` (a local optimum), its two-gene edits come
+    first: a step over the ridge around it."""
+    for rank, record in enumerate(elites):
+        arch = space.parse(record["arch"])
+        children = _ordered(_edits(space, arch, weights, tie_break, genes=1), rng)
+        if rank == 0 and all(space.key(child) in exclude for child in children):
+            children = _ordered(_edits(space, arch, weights, tie_break, genes=2), rng)
+        yield from children
+
+
 def elite_neighbours(
     space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, n: int, picker: Picker,
     source: str, rng: np.random.Generator, tie_break: Weights | None = None,
 ) -> int:
-    """Fill up to `n` slots with the best-scoring unvisited edits of the elites' rings (one-gene
-    edits and swaps), best elite first. Once the best's whole ring is evaluated or already taken
-    (a local optimum), its two-gene edits come first: a step over the ridge around it. (Edits
-    that are only over the cost limit do not count as spent.)"""
+    """Fill up to `n` slots with the first unvisited architectures of `ring_order`. (Edits that
+    are only over the cost limit do not count as spent.)"""
     taken = 0
-    for rank, record in enumerate(elites):
-        arch = space.parse(record["arch"])
-        children = _ordered(_edits(space, arch, weights, tie_break, genes=1), rng)
-        if rank == 0 and all(space.key(child) in picker.exclude for child in children):
-            children = _ordered(_edits(space, arch, weights, tie_break, genes=2), rng)
-        for child in children:
-            if taken >= n:
-                return taken
-            taken += picker.take(child, source)
+    for child in ring_order(space, elites, weights, picker.exclude, rng, tie_break):
+        if taken >= n:
+            break
+        taken += picker.take(child, source)
     return taken
+
+
+def navigator_picks(
+    space: SearchSpace, ordered: Iterable[BaseModel], llm_weights: Weights, n: int, picker: Picker,
+    factor: int = SHORTLIST_FACTOR,
+) -> int:
+    """The Navigator re-ranks a short list: of the next `factor * n` architectures a code source
+    would take (`ordered`), the `n` holding most of the values it prefers (ties keep the code's
+    order). A Navigator that ranks at random can then only swap the code's next picks for
+    slightly later ones."""
+    shortlist: dict[str, BaseModel] = {}
+    for arch in ordered:
+        if len(shortlist) >= factor * n:
+            break
+        if picker.fits(arch):
+            shortlist.setdefault(space.key(arch), arch)
+    ranked_short = sorted(shortlist.values(), key=lambda a: -preference_score(space, llm_weights, a))
+    return sum(picker.take(arch, LLM_SOURCE) for arch in ranked_short[:n])
+
+
+def preference_score(space: SearchSpace, weights: Weights, arch: BaseModel) -> float:
+    """Sum over dimensions of the weight of the architecture's value."""
+    return sum(weights[dim][str(value)]
+               for dim, value in zip(space.dimensions, space.genes(arch), strict=True))
 
 
 def far_elites(space: SearchSpace, elites: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -235,14 +279,21 @@ def best_of_samples(
     return taken
 
 
+def largest_first(
+    space: SearchSpace, size_of: Callable[[BaseModel], float], rng: np.random.Generator,
+    pool: int = PRIOR_POOL,
+) -> list[BaseModel]:
+    """`pool` uniform samples, largest (by `size_of`) first."""
+    return sorted((space.sample(rng) for _ in range(pool)), key=size_of, reverse=True)
+
+
 def largest_of_samples(
     space: SearchSpace, size_of: Callable[[BaseModel], float], rng: np.random.Generator, n: int,
     picker: Picker, pool: int = PRIOR_POOL,
 ) -> int:
     """The `n` largest allowed networks (by `size_of`) among `pool` uniform samples."""
-    samples = [space.sample(rng) for _ in range(pool)]
     taken = 0
-    for arch in sorted(samples, key=size_of, reverse=True):
+    for arch in largest_first(space, size_of, rng, pool):
         if taken >= n:
             break
         taken += picker.take(arch, "prior")
@@ -269,6 +320,20 @@ def allocate(
     return slots
 
 
+def share_ring(source_stats: dict[str, dict[str, int]], slots: dict[str, int]) -> dict[str, int]:
+    """Give the Navigator part of the `neighbours` slots (the ring it re-ranks), split by the
+    two sources' posterior hit rates, at least one slot; the other sources keep theirs. The
+    Navigator goes right after `neighbours`, so one that copied the rule would change nothing."""
+    ring = slots.get("neighbours", 0)
+    if ring == 0:  # no ring among the sources: the Navigator competes for the whole batch
+        return allocate(source_stats, [*slots, LLM_SOURCE], sum(slots.values()))
+    shared = allocate(source_stats, ["neighbours", LLM_SOURCE], ring)
+    out: dict[str, int] = {}
+    for source, n in slots.items():
+        out.update(shared if source == "neighbours" else {source: n})
+    return out
+
+
 def propose_batch(
     space: SearchSpace, records: list[dict[str, Any]], objective: str, size: int,
     rng: np.random.Generator, picker: Picker, rule_weights: Weights,
@@ -282,8 +347,14 @@ def propose_batch(
     for source, n in slots.items():
         if n <= 0:
             continue
-        if not elites and source == LLM_SOURCE and llm_weights is not None:
-            weighted_samples(space, llm_weights, rng, n, picker, source)
+        if source == LLM_SOURCE and llm_weights is not None:
+            if elites:
+                ordered = ring_order(space, elites, rule_weights, picker.exclude, rng)
+            elif size_of is not None:
+                ordered = largest_first(space, size_of, rng)
+            else:
+                ordered = (space.sample(rng) for _ in range(PRIOR_POOL))
+            navigator_picks(space, ordered, llm_weights, n, picker)
         elif not elites and size_of is not None:
             largest_of_samples(space, size_of, rng, n, picker)
         elif not elites:
@@ -297,9 +368,6 @@ def propose_batch(
             elite_mutations(space, elites, rng, n, picker)
         elif source == "preference":
             best_of_samples(space, positive(rule_weights), rng, n, picker, source)
-        elif source == LLM_SOURCE and llm_weights is not None:
-            elite_neighbours(space, elites, llm_weights, n, picker, source, rng,
-                             tie_break=rule_weights)
         else:
             raise ValueError(f"unknown candidate source {source!r}")
     missing = size - len(picker.picked)
