@@ -293,6 +293,36 @@ def table(
     _guarded(body)
 
 
+@app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="bench JSON files, e.g. one per seed")],
+    out: Annotated[Path, typer.Option(help="markdown file (.json and .png beside it)")],
+):
+    """Merge benches run in separate processes into one bench output (table, JSON, plot)."""
+    from evals.bench import write_outputs
+    from evals.tables import load_runs
+
+    def body():
+        missing = [str(p) for p in runs if not p.exists()]
+        if missing:
+            raise UserError(f"no such bench file: {', '.join(missing)}")
+        loaded = load_runs(runs)
+        if len({r.objective for r in loaded}) > 1:
+            raise UserError("these runs mix objectives (valid and test); merge each objective apart")
+        seen: set[tuple] = set()
+        for r in loaded:
+            run_id = (r.method, r.space, r.dataset, r.seed, r.budget)
+            if run_id in seen:
+                raise UserError(f"run {r.method} / {r.dataset} / seed {r.seed} appears twice; "
+                                "merge each run once")
+            seen.add(run_id)
+        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        paths = write_outputs(loaded, out, command)
+        print(paths["table"].read_text())
+
+    _guarded(body)
+
+
 @app.command("probe-ranking")
 def probe_ranking(
     dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagenet16")] = "cifar10",

@@ -20,6 +20,7 @@ from tools.sources import (
     hit_threshold,
     neighbours,
     propose_batch,
+    share_ring,
     swaps,
 )
 
@@ -205,13 +206,26 @@ def test_over_limit_candidates_are_never_proposed():
 
 
 def test_allocation_fills_the_batch_and_rewards_hits():
-    sources = [*DEFAULT_SOURCES, LLM_SOURCE]
-    slots = allocate({}, sources, 10)
-    assert sum(slots.values()) == 10 and slots[LLM_SOURCE] >= 1
-    poor = allocate({LLM_SOURCE: {"evaluated": 40, "hits": 0}}, sources, 10)
-    good = allocate({LLM_SOURCE: {"evaluated": 40, "hits": 30}}, sources, 10)
-    assert poor[LLM_SOURCE] == 1 and good[LLM_SOURCE] > slots[LLM_SOURCE] > poor[LLM_SOURCE]
-    assert sum(good.values()) == sum(poor.values()) == 10
+    slots = allocate({}, list(DEFAULT_SOURCES), 10)
+    assert sum(slots.values()) == 10 and slots["neighbours"] > slots["preference"] >= 1
+    shown = allocate({"preference": {"evaluated": 40, "hits": 30}}, list(DEFAULT_SOURCES), 10)
+    assert shown["preference"] > slots["preference"] and sum(shown.values()) == 10
+
+
+def test_the_navigator_shares_only_the_rings_slots():
+    stats: dict = {}
+    code = allocate(stats, list(DEFAULT_SOURCES), 10)
+    shared = share_ring(stats, code)
+    assert list(shared) == ["neighbours", LLM_SOURCE, "preference"]  # right after the ring
+    assert shared["preference"] == code["preference"] and sum(shared.values()) == 10
+    assert shared["neighbours"] + shared[LLM_SOURCE] == code["neighbours"] and shared[LLM_SOURCE] >= 1
+    poor = share_ring({LLM_SOURCE: {"evaluated": 40, "hits": 0}}, code)
+    good = share_ring({LLM_SOURCE: {"evaluated": 40, "hits": 30}}, code)
+    assert poor[LLM_SOURCE] == 1 and good[LLM_SOURCE] > shared[LLM_SOURCE]
+    assert poor["preference"] == good["preference"] == code["preference"]
+    # Without a ring among the sources, the Navigator competes for the whole batch.
+    alone = share_ring(stats, {"preference": 10})
+    assert sum(alone.values()) == 10 and alone[LLM_SOURCE] >= 1
 
 
 def test_hit_threshold_is_the_top_decile():
