@@ -297,6 +297,8 @@ def table(
 def merge(
     runs: Annotated[list[Path], typer.Argument(help="bench JSON files, e.g. one per seed")],
     out: Annotated[Path, typer.Option(help="markdown file (.json and .png beside it)")],
+    note: Annotated[str, typer.Option(help="a paragraph to print under the header, e.g. the "
+                                           "commands that made the parts")] = "",
 ):
     """Merge benches run in separate processes into one bench output (table, JSON, plot)."""
     from evals.bench import write_outputs
@@ -317,7 +319,7 @@ def merge(
                                 "merge each run once")
             seen.add(run_id)
         command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        paths = write_outputs(loaded, out, command)
+        paths = write_outputs(loaded, out, command, note)
         print(paths["table"].read_text())
 
     _guarded(body)

@@ -231,7 +231,7 @@ PREDICTED_NOTE = (
 )
 
 
-def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str, Path]:
+def write_outputs(results: list[RunResult], out: Path, command: str, note: str = "") -> dict[str, Path]:
     """`out` (.md table), the same name with .json (every run) and .png (curves)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +240,8 @@ def write_outputs(results: list[RunResult], out: Path, command: str) -> dict[str
     header = (
         f"# Bench: {results[0].space if results else ''}, objective = {objective} accuracy\n\n"
         f"Command: `{command}`\n\n"
-        f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
+        + (f"{note}\n\n" if note else "")
+        + f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
         "mean±std) of the architecture each run chose, how many runs found the best "
         f"{objective} cell of the space, mean distinct evaluations, (under a latency limit) the "
         "mean latency of the chosen architectures, mean wall seconds per run.\n\n"

@@ -98,12 +98,13 @@ def test_merge_joins_per_seed_benches_and_refuses_a_run_twice(tmp_path):
         parts.append(tmp_path / f"seed{i}.json")
         parts[-1].write_text(json.dumps([asdict(r)]))
     out = tmp_path / "merged.md"
-    done = subprocess.run([sys.executable, "-m", "cli", "merge", *map(str, parts), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "cli", "merge", *map(str, parts), "--out", str(out),
+                           "--note", "one process per seed"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.with_suffix(".json").read_text())
     assert [(r["method"], r["seed"]) for r in merged] == [("collm", 0), ("collm", 1)]
-    assert "| collm |" in out.read_text() and out.with_suffix(".png").exists()
+    text = out.read_text()
+    assert "| collm |" in text and "one process per seed" in text and out.with_suffix(".png").exists()
     twice = subprocess.run([sys.executable, "-m", "cli", "merge", str(parts[0]), str(parts[0]),
                             "--out", str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=300)
     assert twice.returncode == 2 and "appears twice" in twice.stderr
