@@ -108,12 +108,10 @@ def _gain(weights: Weights, dim: str, old: Any, new: Any) -> float:
     return weights[dim][str(new)] - weights[dim][str(old)]
 
 
-def _ordered(
-    edits: list[tuple[BaseModel, float, float]], rng: np.random.Generator
-) -> list[BaseModel]:
-    """Children by (gain, tie-break gain), highest first; remaining ties in random order."""
+def _ordered(edits: list[tuple[BaseModel, float]], rng: np.random.Generator) -> list[BaseModel]:
+    """Children by gain, highest first; ties in random order."""
     edits = [edits[i] for i in rng.permutation(len(edits))]
-    return [child for child, *_ in sorted(edits, key=lambda e: (-e[1], -e[2]))]
+    return [child for child, _ in sorted(edits, key=lambda e: -e[1])]
 
 
 def swaps(space: SearchSpace, arch: BaseModel) -> list[tuple[BaseModel, list[tuple[str, Any, Any]]]]:
@@ -135,13 +133,12 @@ def swaps(space: SearchSpace, arch: BaseModel) -> list[tuple[BaseModel, list[tup
 
 
 def _edits(
-    space: SearchSpace, arch: BaseModel, weights: Weights, tie_break: Weights | None, genes: int
-) -> list[tuple[BaseModel, float, float]]:
+    space: SearchSpace, arch: BaseModel, weights: Weights, genes: int
+) -> list[tuple[BaseModel, float]]:
     """The ring around `arch`: every one-gene edit and every swap (`genes=1`), or every edit of
-    two different active genes (`genes=2`), as (child, gain, tie-break gain)."""
-    def scored(child: BaseModel, steps: list[tuple[str, Any, Any]]) -> tuple[BaseModel, float, float]:
-        return child, *(sum(_gain(w, *step) for step in steps) if w else 0.0
-                        for w in (weights, tie_break))
+    two different active genes (`genes=2`), as (child, gain by `weights`)."""
+    def scored(child: BaseModel, steps: list[tuple[str, Any, Any]]) -> tuple[BaseModel, float]:
+        return child, sum(_gain(weights, *step) for step in steps) if weights else 0.0
 
     if genes == 1:
         return ([scored(child, [(dim, old, new)]) for child, dim, old, new in neighbours(space, arch)]
@@ -157,27 +154,27 @@ def _edits(
 
 def ring_order(
     space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, exclude: set[str],
-    rng: np.random.Generator, tie_break: Weights | None = None,
+    rng: np.random.Generator,
 ) -> Iterator[BaseModel]:
     """The elites' rings (one-gene edits and swaps), best elite first, each by its edits'
     gains. Once the best's whole ring is in `exclude` (a local optimum), its two-gene edits come
     first: a step over the ridge around it."""
     for rank, record in enumerate(elites):
         arch = space.parse(record["arch"])
-        children = _ordered(_edits(space, arch, weights, tie_break, genes=1), rng)
+        children = _ordered(_edits(space, arch, weights, genes=1), rng)
         if rank == 0 and all(space.key(child) in exclude for child in children):
-            children = _ordered(_edits(space, arch, weights, tie_break, genes=2), rng)
+            children = _ordered(_edits(space, arch, weights, genes=2), rng)
         yield from children
 
 
 def elite_neighbours(
     space: SearchSpace, elites: list[dict[str, Any]], weights: Weights, n: int, picker: Picker,
-    source: str, rng: np.random.Generator, tie_break: Weights | None = None,
+    source: str, rng: np.random.Generator,
 ) -> int:
     """Fill up to `n` slots with the first unvisited architectures of `ring_order`. (Edits that
     are only over the cost limit do not count as spent.)"""
     taken = 0
-    for child in ring_order(space, elites, weights, picker.exclude, rng, tie_break):
+    for child in ring_order(space, elites, weights, picker.exclude, rng):
         if taken >= n:
             break
         taken += picker.take(child, source)
