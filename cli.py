@@ -65,6 +65,24 @@ def cost_limit(
     return CostLimit(kind, value)
 
 
+def _this_command() -> str:
+    """The command line as typed, for result files."""
+    return "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _load_benches(runs: list[Path]) -> list:
+    """Bench runs from JSON files: all must exist and share one objective."""
+    from evals.tables import load_runs
+
+    missing = [str(p) for p in runs if not p.exists()]
+    if missing:
+        raise UserError(f"no such bench file: {', '.join(missing)}")
+    loaded = load_runs(runs)
+    if len({r.objective for r in loaded}) > 1:
+        raise UserError("these runs mix objectives (valid and test); use one objective per file")
+    return loaded
+
+
 def _guarded(run):
     """Run a command body, turning known errors into one clear line."""
     try:
@@ -130,7 +148,7 @@ def bench(
 
         partial = out.with_suffix(".partial.json")
         results = run_bench(specs, on_result=report)
-        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = _this_command()
         paths = write_outputs(results, out, command)
         partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
@@ -277,16 +295,11 @@ def table(
     note: Annotated[str, typer.Option(help="a paragraph to print under the header")] = "",
 ):
     """Merge bench runs into one comparison table, the LLM-vs-rule table and source shares."""
-    from evals.tables import load_runs, write_tables
+    from evals.tables import write_tables
 
     def body():
-        missing = [str(p) for p in runs if not p.exists()]
-        if missing:
-            raise UserError(f"no such bench file: {', '.join(missing)}")
-        loaded = load_runs(runs)
-        if len({r.objective for r in loaded}) > 1:
-            raise UserError("these runs mix objectives (valid and test); make one table per objective")
-        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        loaded = _load_benches(runs)
+        command = _this_command()
         paths = write_tables(loaded, out, command, note)
         print(paths["table"].read_text())
 
@@ -302,15 +315,9 @@ def merge(
 ):
     """Merge benches run in separate processes into one bench output (table, JSON, plot)."""
     from evals.bench import write_outputs
-    from evals.tables import load_runs
 
     def body():
-        missing = [str(p) for p in runs if not p.exists()]
-        if missing:
-            raise UserError(f"no such bench file: {', '.join(missing)}")
-        loaded = load_runs(runs)
-        if len({r.objective for r in loaded}) > 1:
-            raise UserError("these runs mix objectives (valid and test); merge each objective apart")
+        loaded = _load_benches(runs)
         seen: set[tuple] = set()
         for r in loaded:
             run_id = (r.method, r.space, r.dataset, r.seed, r.budget)
@@ -318,7 +325,7 @@ def merge(
                 raise UserError(f"run {r.method} / {r.dataset} / seed {r.seed} appears twice; "
                                 "merge each run once")
             seen.add(run_id)
-        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = _this_command()
         paths = write_outputs(loaded, out, command, note)
         print(paths["table"].read_text())
 
@@ -349,7 +356,7 @@ def probe_ranking(
 
         make_evaluator("nb201", dataset, data_path=str(data) if data else None)  # fail early
         results = run_probe(dataset, trials, settings, seed, chosen, str(data) if data else None)
-        command = "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = _this_command()
         path = write_probe(dataset, results, f"{settings.backend}:{settings.model}",
                            out or Path(f"results/probe_ranking_{dataset}.md"), command)
         print(path.read_text())
