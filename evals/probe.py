@@ -2,8 +2,9 @@
 
 Each trial draws 10 random NAS-Bench-201 cells and asks the model, blind (no accuracies shown),
 either to rank them best to worst, or to predict each one's accuracy (then sorted). Reported:
-Kendall tau against the table's ranking, and how often the true best is ranked first; beside
-them, a random ranking and a "more parameters first" rule as references.
+Kendall tau against the table's ranking, how often the true best is ranked first, and how often
+the answer is just the order the cells were listed in; beside them, three references: that
+listing order, chance (many random permutations per trial) and a "more parameters first" rule.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tools.evaluators import make_evaluator
 
 CELLS_PER_TRIAL = 10
 VARIANTS = ("rank", "predict")
+RANDOM_PERMUTATIONS = 1000  # per trial, for the chance reference
 
 
 class _Permutation(BaseModel):
@@ -125,28 +127,27 @@ def run_probe(
 
 
 def reference_rankings(dataset: str, trials: list[Trial]) -> dict[str, dict[str, float]]:
-    """What a random ranking and the "more parameters first" rule score on the same cells."""
+    """What the listing order, chance and the "more parameters first" rule score on the same cells."""
     space = get_space("nb201")
     counter = shared_cost_counter("nb201", dataset)
     rng = np.random.default_rng(0)
-    taus: dict[str, list[float]] = {"random order": [], "more parameters first": []}
-    tops: dict[str, list[bool]] = {"random order": [], "more parameters first": []}
+    scored: dict[str, list[tuple[float, bool]]] = {
+        "order shown": [], "random order": [], "more parameters first": []}
     seen = set()
     for t in trials:
         if t.trial in seen:
             continue
         seen.add(t.trial)
+        n = len(t.cells)
         params = [counter(space.parse(c)).params_m for c in t.cells]
-        orders = {
-            "random order": list(rng.permutation(len(t.cells))),
-            "more parameters first": sorted(range(len(t.cells)), key=lambda i: -params[i]),
-        }
-        for name, order in orders.items():
-            tau, top = _tau_and_top([int(i) for i in order], t.true_scores)
-            taus[name].append(tau)
-            tops[name].append(top)
-    return {name: {"tau": float(np.nanmean(taus[name])), "best_first": float(np.mean(tops[name]))}
-            for name in taus}
+        scored["order shown"].append(_tau_and_top(list(range(n)), t.true_scores))
+        scored["random order"] += [_tau_and_top([int(i) for i in rng.permutation(n)], t.true_scores)
+                                   for _ in range(RANDOM_PERMUTATIONS)]
+        scored["more parameters first"].append(
+            _tau_and_top(sorted(range(n), key=lambda i: -params[i]), t.true_scores))
+    return {name: {"tau": float(np.nanmean([tau for tau, _ in pairs])),
+                   "best_first": float(np.mean([top for _, top in pairs]))}
+            for name, pairs in scored.items()}
 
 
 def _ci(values: list[float]) -> str:
@@ -160,18 +161,19 @@ def _ci(values: list[float]) -> str:
 def probe_table(dataset: str, trials: list[Trial], llm_name: str) -> str:
     lines = [
         "| ranker | trials answered | Kendall tau (mean ± 95% CI) | true best ranked first |"
-        " s per call |",
-        "|---|---|---|---|---|",
+        " answer = order shown | s per call |",
+        "|---|---|---|---|---|---|",
     ]
     for variant in dict.fromkeys(t.variant for t in trials):
         runs = [t for t in trials if t.variant == variant]
         ok = [t for t in runs if t.tau is not None and not np.isnan(t.tau)]
         top = sum(bool(t.best_first) for t in ok)
+        echoed = sum(t.order == list(range(len(t.cells))) for t in runs)
         secs = statistics.mean(t.seconds for t in runs)
         lines.append(f"| {llm_name}, {variant} | {len(ok)}/{len(runs)} | {_ci([t.tau for t in ok])}"
-                     f" | {top}/{len(runs)} | {secs:.1f} |")
+                     f" | {top}/{len(runs)} | {echoed}/{len(runs)} | {secs:.1f} |")
     for name, ref in reference_rankings(dataset, trials).items():
-        lines.append(f"| {name} | — | {ref['tau']:+.3f} | {ref['best_first']:.0%} | — |")
+        lines.append(f"| {name} | — | {ref['tau']:+.3f} | {ref['best_first']:.0%} | — | — |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from scipy.stats import kendalltau
 
 from agents.llm import LLMSettings, _cached_model
-from evals.probe import _tau_and_top, probe_table, ranking_schema, run_probe
+from evals.probe import _tau_and_top, probe_table, ranking_schema, reference_rankings, run_probe
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +48,20 @@ def test_probe_scores_each_answer_against_the_table():
         assert len(set(t.cells)) == 10
     table = probe_table("cifar10", trials, "fake")
     assert "more parameters first" in table and "fake, rank | 3/3" in table
+    # The scripted ranking echoes the listing in every trial; the predictions reverse it.
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in table.splitlines()}
+    assert rows["| fake, rank"][4] == "3/3" and rows["| fake, predict"][4] == "0/3"
+
+
+def test_reference_rankings_are_the_listing_order_and_the_expectation_of_chance():
+    identity = json.dumps({"ranking": list(range(1, 11))})
+    llm = LLMSettings(backend="fake", script=[identity] * 4)
+    trials = run_probe("cifar100", 4, llm, seed=1, variants=("rank",))
+    references = reference_rankings("cifar100", trials)
+    listing = references["order shown"]
+    assert listing["tau"] == pytest.approx(sum(t.tau for t in trials) / len(trials))
+    chance = references["random order"]  # many permutations per trial: close to its expectation
+    assert abs(chance["tau"]) < 0.05 and chance["best_first"] == pytest.approx(0.1, abs=0.03)
 
 
 def test_an_unusable_ranking_is_retried_then_counted_as_unanswered():
