@@ -22,6 +22,7 @@ from scipy.stats import kendalltau
 
 from agents.generator import ask_structured
 from agents.llm import LLMSettings, make_chat_model
+from evals.tables import ci_text
 from prompts import render
 from spaces import get_space
 from tools.cost import shared_cost_counter
@@ -150,14 +151,6 @@ def reference_rankings(dataset: str, trials: list[Trial]) -> dict[str, dict[str,
             for name, pairs in scored.items()}
 
 
-def _ci(values: list[float]) -> str:
-    if not values:
-        return "—"
-    mean = statistics.mean(values)
-    half = 1.96 * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return f"{mean:+.3f} ± {half:.3f}"
-
-
 def probe_table(dataset: str, trials: list[Trial], llm_name: str) -> str:
     lines = [
         "| ranker | trials answered | Kendall tau (mean ± 95% CI) | true best ranked first |"
@@ -170,7 +163,7 @@ def probe_table(dataset: str, trials: list[Trial], llm_name: str) -> str:
         top = sum(bool(t.best_first) for t in ok)
         echoed = sum(t.order == list(range(len(t.cells))) for t in runs)
         secs = statistics.mean(t.seconds for t in runs)
-        lines.append(f"| {llm_name}, {variant} | {len(ok)}/{len(runs)} | {_ci([t.tau for t in ok])}"
+        lines.append(f"| {llm_name}, {variant} | {len(ok)}/{len(runs)} | {ci_text([t.tau for t in ok], 3)}"
                      f" | {top}/{len(runs)} | {echoed}/{len(runs)} | {secs:.1f} |")
     for name, ref in reference_rankings(dataset, trials).items():
         lines.append(f"| {name} | — | {ref['tau']:+.3f} | {ref['best_first']:.0%} | — | — |")

@@ -46,12 +46,22 @@ def test_counterfactual_and_paired_and_sources():
     cf = counterfactual_table(RUNS)
     assert "| cifar10 | collm | 3 | 89.67 | 89.00 | +0.67 ±" in cf
     paired = paired_table(RUNS)
-    assert "| cifar10 | collm | 2 | 2 / 1 | +0.25 ± 0.49 |" in paired
+    assert "| cifar10 | collm | 2 | 2 / 1 | +0.25 ± 3.18 |" in paired  # t(0.975, 1 df) = 12.71
     sources = source_table(RUNS)
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     header = cells(sources.splitlines()[0])
     row = cells(next(line for line in sources.splitlines() if "| collm |" in line))
     assert row[header.index("navigator")] == "15%" and row[header.index("neighbours")] == "75%"
+
+
+def test_confidence_interval_is_students_t_not_normal():
+    from evals.tables import ci_text
+
+    # Three paired seeds: sd 0.1, so the normal 1.96 would give ± 0.11; t with 2 df is 4.30.
+    assert ci_text([-0.2, -0.1, 0.0]) == "-0.10 ± 0.25"
+    assert ci_text([0.5] * 3) == "+0.50 ± 0.00"
+    assert ci_text([0.4]) == "+0.40 (one unit, no CI)"
+    assert ci_text([]) == "—"
 
 
 def test_predictor_runs_have_no_optimum_or_top_rate_and_are_labelled(tmp_path):
