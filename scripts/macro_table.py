@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evals.bench import _mean_std  # noqa: E402
+from evals.tables import ci_text  # noqa: E402
 
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
 METHOD_NAMES = {"rs": "RS", "ea": "EA", "collm-nollm": "collm --llm none",
@@ -36,6 +37,9 @@ PAPER_ROWS = {
     500: [("OFA-L: OFA baseline (EA, 5000 explored)", 78.7, 496),
           ("CoLLM-NAS (250 explored)", 78.9, 494)],
 }
+LLM_HEADER = ("| limit | B | method | seeds paired | method − `--llm none` per seed "
+              "| mean ± 95% CI (t) | LLM calls | same-state LLM − rule (± 95% CI over calls) "
+              "| navigator share | prompt tokens / run |\n|---|---|---|---|---|---|---:|---|---:|---:|")
 HEADER = ("| limit | B | method | seeds | best top-1 (%) | its FLOPs (M) | its latency (ms) "
           "| mean±std top-1 (%) | mean FLOPs (M) | evaluations | wall s / run | end |\n"
           "|---|---|---|---|---:|---:|---:|---:|---:|---|---|---|")
@@ -84,6 +88,32 @@ def table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
+    """Each LLM method against the same loop without its LLM at the same limit, seed by seed, and
+    its same-state counterfactual (the LLM's candidates vs the rule's from the same archive)."""
+    lines = [LLM_HEADER]
+    for (kind, limit, budget, method), runs in sorted(groups.items()):
+        base = {r["seed"]: r for r in groups.get((kind, limit, budget, "collm-nollm"), [])}
+        runs = sorted((r for r in runs if r.get("extra", {}).get("llm", {}).get("calls")
+                       and r["seed"] in base), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        diffs = [r["valid_acc"] - base[r["seed"]]["valid_acc"] for r in runs]
+        calls = [c for r in runs for c in r["extra"].get("counterfactuals", [])
+                 if c["llm"]["n"] and c["rule"]["n"]]
+        shares = [r["extra"]["sources"].get("navigator", 0) / sum(r["extra"]["sources"].values())
+                  for r in runs]
+        unit = "M" if kind == "flops" else "ms"
+        lines.append(
+            f"| {kind} ≤ {limit} {unit} | {budget} | {METHOD_NAMES.get(method, method)} "
+            f"| {','.join(str(r['seed']) for r in runs)} | {', '.join(f'{d:+.2f}' for d in diffs)} "
+            f"| {ci_text(diffs)} | {len(calls)} "
+            f"| {ci_text([c['llm']['mean'] - c['rule']['mean'] for c in calls])} "
+            f"| {statistics.mean(shares):.0%} "
+            f"| {statistics.mean(r['extra']['llm']['prompt_tokens'] for r in runs):.0f} |")
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -92,6 +122,13 @@ def main() -> None:
     groups = load(args.results)
     if not groups:
         sys.exit(f"no mobilenet bench JSON files in {args.results}")
+    llm_rows = llm_table(groups)
+    llm_section = (
+        "\n## The LLM against the same loop without it\n\nPaired by seed with `collm --llm none` "
+        "at the same limit and budget (predicted top-1, points). The same-state column scores, at "
+        "every Navigator call, the candidates its answer picks and those the LLM-free rule picks "
+        "from the same archive (calls of one run are not independent, so that interval is "
+        "optimistic).\n\n" + llm_rows + "\n") if llm_rows else ""
     args.out.write_text(
         "# OFA MobileNetV3 macro table: best architecture per limit, budget and method\n\n"
         f"Command: `python scripts/macro_table.py --results {args.results} --out {args.out}` "
@@ -104,6 +141,7 @@ def main() -> None:
         "paper reports); latency = Samsung Note10 from OFA's lookup tables (`tools/latency.py`), "
         "counted only under a latency limit. Evaluations and wall seconds are per seed.\n\n"
         + table(groups) + "\n"
+        + llm_section
     )
     print(f"wrote {args.out}")
 
