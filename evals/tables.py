@@ -73,8 +73,9 @@ def counterfactual_table(runs: list[RunResult]) -> str:
     """Per LLM method and dataset: the LLM's candidates vs the rule's, from the same states."""
     lines = [
         "| dataset | method | calls | LLM mean acc | rule mean acc | LLM − rule (mean ± 95% CI) "
-        "| LLM top-1% rate | rule top-1% rate | LLM − rule top-1% (± 95% CI) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| LLM top-1% rate | rule top-1% rate | LLM − rule top-1% (± 95% CI) "
+        "| LLM − rule best candidate (± 95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, dataset, group in _groups(runs):
         calls = [c for r in group for c in r.extra.get("counterfactuals", [])
@@ -88,11 +89,14 @@ def counterfactual_table(runs: list[RunResult]) -> str:
                 if c["llm"]["top_rate"] is not None and c["rule"]["top_rate"] is not None]
         rates = [f"{statistics.mean(c[side]['top_rate'] for c in tops):.3f}" if tops else "—"
                  for side in ("llm", "rule")]
+        # Calls recorded before 2026-11-28 carry no best score.
+        best_gaps = [c["llm"]["best"] - c["rule"]["best"] for c in calls if "best" in c["llm"]]
         lines.append(
             f"| {dataset} | {method} | {len(calls)} | {statistics.mean(llm):.2f} "
             f"| {statistics.mean(rule):.2f} | {ci_text([a - b for a, b in zip(llm, rule, strict=True)])} "
             f"| {rates[0]} | {rates[1]} "
-            f"| {ci_text([c['llm']['top_rate'] - c['rule']['top_rate'] for c in tops], 3)} |"
+            f"| {ci_text([c['llm']['top_rate'] - c['rule']['top_rate'] for c in tops], 3)} "
+            f"| {ci_text(best_gaps)} |"
         )
     return "\n".join(lines)
 

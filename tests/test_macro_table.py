@@ -56,4 +56,5 @@ def test_llm_rows_are_paired_with_the_loop_without_llm(tmp_path):
     assert row.startswith("| flops ≤ 300 M | 250 | collm (embedded Qwen2.5-Coder-1.5B) ")
     # seeds 0 and 2 pair (seed 1 has no LLM run): diffs -0.10 and -0.20, t with 1 df.
     assert "| 0,2 | -0.10, -0.20 | -0.15 ± 0.64 | 3 | +0.10 ± " in row
+    assert "| — | 36% |" in row  # these calls carry no best score
     assert "| 36% | 88000 |" in row

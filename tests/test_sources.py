@@ -20,6 +20,7 @@ from tools.sources import (
     hit_threshold,
     neighbours,
     propose_batch,
+    score_candidates,
     share_ring,
     swaps,
 )
@@ -232,6 +233,17 @@ def test_hit_threshold_is_the_top_decile():
     records = [{"valid_acc": float(i)} for i in range(101)]
     assert hit_threshold(records, "valid") == pytest.approx(90.0)
     assert hit_threshold([], "valid") is None
+
+
+def test_counterfactual_scores_carry_mean_best_and_top_rate():
+    evaluator = make_evaluator("nb201", "cifar10")
+    archs = [NB201.sample(np.random.default_rng(i)) for i in range(5)]
+    scores = [evaluator.evaluate(a).score("valid") for a in archs]
+    scored = score_candidates(evaluator, archs, "valid", top_threshold=sorted(scores)[-2])
+    assert scored["n"] == 5 and scored["best"] == pytest.approx(max(scores), abs=1e-3)
+    assert scored["mean"] == pytest.approx(np.mean(scores), abs=1e-3) and scored["top_rate"] == 0.4
+    assert score_candidates(evaluator, [], "valid", None) == {
+        "n": 0, "mean": None, "best": None, "top_rate": None}
 
 
 def test_additive_cost_equals_a_full_count():

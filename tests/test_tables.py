@@ -45,6 +45,11 @@ def test_comparison_rows():
 def test_counterfactual_and_paired_and_sources():
     cf = counterfactual_table(RUNS)
     assert "| cifar10 | collm | 3 | 89.67 | 89.00 | +0.67 ±" in cf
+    assert cf.endswith("| — |")  # these calls predate the best score
+    with_best = [run("collm", 0, 91.5, True, llm={"calls": 2}, counterfactuals=[
+        {**measured(90.0, 89.0, 0.2, 0.1), "llm": {"n": 10, "mean": 90.0, "best": 92.0, "top_rate": 0.2},
+         "rule": {"n": 10, "mean": 89.0, "best": 93.0, "top_rate": 0.1}}])]
+    assert counterfactual_table(with_best).endswith("| -1.00 (one unit, no CI) |")
     paired = paired_table(RUNS)
     assert "| cifar10 | collm | 2 | 2 / 1 | +0.25 ± 3.18 |" in paired  # t(0.975, 1 df) = 12.71
     sources = source_table(RUNS)
@@ -81,7 +86,7 @@ def test_predictor_runs_have_no_optimum_or_top_rate_and_are_labelled(tmp_path):
     assert "| — | 81.90 / 81.90 / 81.90 / 81.90 |" in comparison_table(runs)  # @62/125/188/250
     assert "@62/125/188/250" in comparison_table(runs)
     assert "| imagenet | collm | 1 | — | +0.40 (one unit, no CI) |" in paired_table(runs)
-    assert "| 81.20 | 81.00 | +0.20 ± 0.00 | — | — | — |" in counterfactual_table(runs)
+    assert "| 81.20 | 81.00 | +0.20 ± 0.00 | — | — | — | — |" in counterfactual_table(runs)
     text = write_tables(runs, tmp_path / "t.md", "cmd")["table"].read_text()
     assert text.startswith("# OFA MobileNetV3 at 250") and "predicted" in text
 

@@ -386,10 +386,11 @@ def hit_threshold(records: list[dict[str, Any]], objective: str) -> float | None
 def score_candidates(
     evaluator, archs: list[BaseModel], objective: str, top_threshold: float | None
 ) -> dict[str, Any]:
-    """Counterfactual scoring on the table (not an evaluation of the search): mean score and
-    the share above `top_threshold` (e.g. the space's top 1 %)."""
+    """Counterfactual scoring on the table (not an evaluation of the search): mean and best
+    score, and the share above `top_threshold` (e.g. the space's top 1 %)."""
     if not archs:
-        return {"n": 0, "mean": None, "top_rate": None}
+        return {"n": 0, "mean": None, "best": None, "top_rate": None}
     scores = [evaluator.evaluate(a).score(objective) for a in archs]
     top = None if top_threshold is None else sum(s >= top_threshold for s in scores) / len(scores)
-    return {"n": len(scores), "mean": round(float(np.mean(scores)), 3), "top_rate": top}
+    return {"n": len(scores), "mean": round(float(np.mean(scores)), 3),
+            "best": round(float(max(scores)), 3), "top_rate": top}
