@@ -69,6 +69,19 @@ def comparison_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def scored_calls(extras: list[dict]) -> list[dict]:
+    """The same-state counterfactual calls of these runs (their `extra`) where both sides scored."""
+    return [c for extra in extras for c in extra.get("counterfactuals", [])
+            if c["llm"]["n"] and c["rule"]["n"]]
+
+
+def llm_minus_rule(calls: list[dict], field: str) -> list[float]:
+    """LLM − rule of `field` ("mean", "best", "top_rate") per call, over the calls that have it
+    (calls recorded before 2026-11-28 carry no "best"; only a table evaluator gives "top_rate")."""
+    return [c["llm"][field] - c["rule"][field] for c in calls
+            if c["llm"].get(field) is not None and c["rule"].get(field) is not None]
+
+
 def counterfactual_table(runs: list[RunResult]) -> str:
     """Per LLM method and dataset: the LLM's candidates vs the rule's, from the same states."""
     lines = [
@@ -78,25 +91,20 @@ def counterfactual_table(runs: list[RunResult]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, dataset, group in _groups(runs):
-        calls = [c for r in group for c in r.extra.get("counterfactuals", [])
-                 if c["llm"]["n"] and c["rule"]["n"]]
+        calls = scored_calls([r.extra for r in group])
         if not calls:
             continue
-        llm = [c["llm"]["mean"] for c in calls]
-        rule = [c["rule"]["mean"] for c in calls]
-        # The top-1 % rate needs every score of the space, so only a table evaluator has it.
         tops = [c for c in calls
                 if c["llm"]["top_rate"] is not None and c["rule"]["top_rate"] is not None]
         rates = [f"{statistics.mean(c[side]['top_rate'] for c in tops):.3f}" if tops else "—"
                  for side in ("llm", "rule")]
-        # Calls recorded before 2026-11-28 carry no best score.
-        best_gaps = [c["llm"]["best"] - c["rule"]["best"] for c in calls if "best" in c["llm"]]
         lines.append(
-            f"| {dataset} | {method} | {len(calls)} | {statistics.mean(llm):.2f} "
-            f"| {statistics.mean(rule):.2f} | {ci_text([a - b for a, b in zip(llm, rule, strict=True)])} "
-            f"| {rates[0]} | {rates[1]} "
-            f"| {ci_text([c['llm']['top_rate'] - c['rule']['top_rate'] for c in tops], 3)} "
-            f"| {ci_text(best_gaps)} |"
+            f"| {dataset} | {method} | {len(calls)} "
+            f"| {statistics.mean(c['llm']['mean'] for c in calls):.2f} "
+            f"| {statistics.mean(c['rule']['mean'] for c in calls):.2f} "
+            f"| {ci_text(llm_minus_rule(calls, 'mean'))} | {rates[0]} | {rates[1]} "
+            f"| {ci_text(llm_minus_rule(calls, 'top_rate'), 3)} "
+            f"| {ci_text(llm_minus_rule(calls, 'best'))} |"
         )
     return "\n".join(lines)
 

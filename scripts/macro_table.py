@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evals.bench import _mean_std  # noqa: E402
-from evals.tables import ci_text  # noqa: E402
+from evals.tables import ci_text, llm_minus_rule, scored_calls  # noqa: E402
 
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
 METHOD_NAMES = {"rs": "RS", "ea": "EA", "collm-nollm": "collm --llm none",
@@ -100,8 +100,7 @@ def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
         if not runs:
             continue
         diffs = [r["valid_acc"] - base[r["seed"]]["valid_acc"] for r in runs]
-        calls = [c for r in runs for c in r["extra"].get("counterfactuals", [])
-                 if c["llm"]["n"] and c["rule"]["n"]]
+        calls = scored_calls([r["extra"] for r in runs])
         shares = [r["extra"]["sources"].get("navigator", 0) / sum(r["extra"]["sources"].values())
                   for r in runs]
         unit = "M" if kind == "flops" else "ms"
@@ -109,8 +108,7 @@ def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
             f"| {kind} ≤ {limit} {unit} | {budget} | {METHOD_NAMES.get(method, method)} "
             f"| {','.join(str(r['seed']) for r in runs)} | {', '.join(f'{d:+.2f}' for d in diffs)} "
             f"| {ci_text(diffs)} | {len(calls)} "
-            f"| {ci_text([c['llm']['mean'] - c['rule']['mean'] for c in calls])} "
-            f"| {ci_text([c['llm']['best'] - c['rule']['best'] for c in calls if 'best' in c['llm']])} "
+            f"| {ci_text(llm_minus_rule(calls, 'mean'))} | {ci_text(llm_minus_rule(calls, 'best'))} "
             f"| {statistics.mean(shares):.0%} "
             f"| {statistics.mean(r['extra']['llm']['prompt_tokens'] for r in runs):.0f} |")
     return "\n".join(lines) if len(lines) > 1 else ""
