@@ -162,7 +162,8 @@ def run_bench(
     return results
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
+    """'mean±std' over seeds, two decimals ('—' for none; std 0 for one value)."""
     if not values:
         return "—"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -184,8 +185,8 @@ def markdown_table(results: list[RunResult]) -> str:
             if not runs:
                 cells.append("—")
                 continue
-            test = _mean_std([r.test_acc for r in runs if r.test_acc is not None])
-            valid = _mean_std([r.valid_acc for r in runs if r.valid_acc is not None])
+            test = mean_std([r.test_acc for r in runs if r.test_acc is not None])
+            valid = mean_std([r.valid_acc for r in runs if r.valid_acc is not None])
             found = [r.optimum_found for r in runs if r.optimum_found is not None]
             opt = f" · opt {sum(found)}/{len(runs)}" if found else ""
             evals = statistics.mean(r.evaluations for r in runs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from scipy.stats import t as t_dist
 
-from evals.bench import PREDICTED_NOTE, RunResult, _mean_std, plot_curves
+from evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
 
 SPACE_TITLES = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # best-so-far is shown at these shares of the budget
@@ -61,7 +61,7 @@ def comparison_table(runs: list[RunResult]) -> str:
         lines.append(
             f"| {dataset} | {method} | {seeds[0]}–{seeds[-1]} ({len(group)}) "
             f"| {statistics.mean(r.evaluations for r in group):.0f} "
-            f"| {_mean_std([r.test_acc for r in group])} | {_mean_std([r.valid_acc for r in group])} "
+            f"| {mean_std([r.test_acc for r in group])} | {mean_std([r.valid_acc for r in group])} "
             f"| {f'{sum(found)}/{len(found)}' if found else '—'} | {' / '.join(at)} "
             f"| {statistics.mean(r.wall_seconds for r in group):.1f} "
             f"| {statistics.mean(tokens):.0f} |"

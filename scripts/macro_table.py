@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evals.bench import _mean_std  # noqa: E402
+from evals.bench import mean_std  # noqa: E402
 from evals.tables import ci_text, llm_minus_rule, scored_calls  # noqa: E402
 
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
@@ -70,7 +70,7 @@ def row(kind: str, limit: int, budget: int, method: str, runs: list[dict]) -> st
                     for reason, n in Counter(r["stop_reason"] for r in runs).items())
     return (f"| {kind} ≤ {limit} {unit} | {budget} | {METHOD_NAMES.get(method, method)} | {seeds} "
             f"| {best['valid_acc']:.2f} *(pred.)* | {best['flops_m']:.1f} | {latency} "
-            f"| {_mean_std([r['valid_acc'] for r in runs])} "
+            f"| {mean_std([r['valid_acc'] for r in runs])} "
             f"| {statistics.mean(r['flops_m'] for r in runs):.1f} | {evaluations} | {walls} | {end} |")
 
 
@@ -101,15 +101,15 @@ def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
             continue
         diffs = [r["valid_acc"] - base[r["seed"]]["valid_acc"] for r in runs]
         calls = scored_calls([r["extra"] for r in runs])
-        shares = [r["extra"]["sources"].get("navigator", 0) / sum(r["extra"]["sources"].values())
-                  for r in runs]
+        navigator_share = (sum(r["extra"]["sources"].get("navigator", 0) for r in runs)
+                           / sum(sum(r["extra"]["sources"].values()) for r in runs))
         unit = "M" if kind == "flops" else "ms"
         lines.append(
             f"| {kind} ≤ {limit} {unit} | {budget} | {METHOD_NAMES.get(method, method)} "
             f"| {','.join(str(r['seed']) for r in runs)} | {', '.join(f'{d:+.2f}' for d in diffs)} "
             f"| {ci_text(diffs)} | {len(calls)} "
             f"| {ci_text(llm_minus_rule(calls, 'mean'))} | {ci_text(llm_minus_rule(calls, 'best'))} "
-            f"| {statistics.mean(shares):.0%} "
+            f"| {navigator_share:.0%} "
             f"| {statistics.mean(r['extra']['llm']['prompt_tokens'] for r in runs):.0f} |")
     return "\n".join(lines) if len(lines) > 1 else ""
 
@@ -128,7 +128,8 @@ def main() -> None:
         "at the same limit and budget (predicted top-1, points). The same-state column scores, at "
         "every Navigator call, the candidates its answer picks and those the LLM-free rule picks "
         "from the same archive (calls of one run are not independent, so that interval is "
-        "optimistic).\n\n" + llm_rows + "\n") if llm_rows else ""
+        "optimistic). Navigator share = the part of all the runs' evaluated architectures that came "
+        "from the Navigator's source.\n\n" + llm_rows + "\n") if llm_rows else ""
     args.out.write_text(
         "# OFA MobileNetV3 macro table: best architecture per limit, budget and method\n\n"
         f"Command: `python scripts/macro_table.py --results {args.results} --out {args.out}` "
