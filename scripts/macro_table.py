@@ -89,28 +89,44 @@ def table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
-    """Each LLM method against the same loop without its LLM at the same limit, seed by seed, and
-    its same-state counterfactual (the LLM's candidates vs the rule's from the same archive)."""
-    lines = [LLM_HEADER]
-    for (kind, limit, budget, method), runs in sorted(groups.items()):
-        base = {r["seed"]: r for r in groups.get((kind, limit, budget, "collm-nollm"), [])}
-        runs = sorted((r for r in runs if r.get("extra", {}).get("llm", {}).get("calls")
-                       and r["seed"] in base), key=lambda r: r["seed"])
-        if not runs:
-            continue
-        diffs = [r["valid_acc"] - base[r["seed"]]["valid_acc"] for r in runs]
-        calls = scored_calls([r["extra"] for r in runs])
-        navigator_share = (sum(r["extra"]["sources"].get("navigator", 0) for r in runs)
-                           / sum(sum(r["extra"]["sources"].values()) for r in runs))
-        unit = "M" if kind == "flops" else "ms"
-        lines.append(
-            f"| {kind} ≤ {limit} {unit} | {budget} | {METHOD_NAMES.get(method, method)} "
-            f"| {','.join(str(r['seed']) for r in runs)} | {', '.join(f'{d:+.2f}' for d in diffs)} "
+def llm_row(label: str, budget: int, method: str, pairs: list[tuple[dict, dict]], per_seed: str) -> str:
+    """One row: `pairs` of (LLM run, the `--llm none` run of the same seed and limit)."""
+    runs = [run for run, _ in pairs]
+    diffs = [run["valid_acc"] - base["valid_acc"] for run, base in pairs]
+    calls = scored_calls([r["extra"] for r in runs])
+    navigator_share = (sum(r["extra"]["sources"].get("navigator", 0) for r in runs)
+                       / sum(sum(r["extra"]["sources"].values()) for r in runs))
+    shown = (", ".join(f"{d:+.2f}" for d in diffs) if len(diffs) <= 5
+             else f"{sum(d < 0 for d in diffs)} of {len(diffs)} below 0")
+    return (f"| {label} | {budget} | {METHOD_NAMES.get(method, method)} | {per_seed} "
+            f"| {shown} "
             f"| {ci_text(diffs)} | {len(calls)} "
             f"| {ci_text(llm_minus_rule(calls, 'mean'))} | {ci_text(llm_minus_rule(calls, 'best'))} "
             f"| {navigator_share:.0%} "
             f"| {statistics.mean(r['extra']['llm']['prompt_tokens'] for r in runs):.0f} |")
+
+
+def llm_table(groups: dict[tuple[str, int, int, str], list[dict]]) -> str:
+    """Each LLM method against the same loop without its LLM at the same limit, seed by seed, and
+    its same-state counterfactual (the LLM's candidates vs the rule's from the same archive);
+    then all limits of a kind pooled, where more than one has pairs."""
+    lines = [LLM_HEADER]
+    pooled: dict[tuple[str, int, str], list[tuple[dict, dict]]] = {}
+    for (kind, limit, budget, method), runs in sorted(groups.items()):
+        base = {r["seed"]: r for r in groups.get((kind, limit, budget, "collm-nollm"), [])}
+        pairs = [(r, base[r["seed"]]) for r in sorted(runs, key=lambda r: r["seed"])
+                 if r.get("extra", {}).get("llm", {}).get("calls") and r["seed"] in base]
+        if not pairs:
+            continue
+        pooled.setdefault((kind, budget, method), []).append(pairs)
+        unit = "M" if kind == "flops" else "ms"
+        lines.append(llm_row(f"{kind} ≤ {limit} {unit}", budget, method, pairs,
+                             ",".join(str(r["seed"]) for r, _ in pairs)))
+    for (kind, budget, method), per_limit in pooled.items():
+        if len(per_limit) > 1:
+            pairs = [pair for pairs in per_limit for pair in pairs]
+            lines.append(llm_row(f"**{kind}, all {len(per_limit)} limits**", budget, method, pairs,
+                                 f"{len(pairs)} pairs"))
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
