@@ -35,12 +35,12 @@ def test_macro_table_rows(tmp_path):
     assert not any("OFA-T" in line for line in lines)  # no 200 M rows without a 200 M bench
 
 
-def _llm_run(seed: int, acc: float, gains: list[float], navigator: int = 90) -> dict:
+def _llm_run(seed: int, acc: float, gains: list[float], navigator: int = 90, prior: int = 10) -> dict:
     calls = [{"iteration": i, "proposer": "steering", "llm": {"n": 10, "mean": 80 + g, "top_rate": None},
               "rule": {"n": 10, "mean": 80.0, "top_rate": None}} for i, g in enumerate(gains)]
     return {**_run("collm", seed, acc, 299.0), "wall_seconds": 800.0,
             "extra": {"llm": {"calls": 25, "prompt_tokens": 88000, "completion_tokens": 1700},
-                      "sources": {"navigator": navigator, "neighbours": 240 - navigator, "prior": 10},
+                      "sources": {"navigator": navigator, "neighbours": 240 - navigator, "prior": prior},
                       "counterfactuals": calls}}
 
 
@@ -70,7 +70,7 @@ def test_llm_rows_are_paired_with_the_loop_without_llm(tmp_path):
 def test_llm_rows_are_pooled_over_limits(tmp_path):
     for limit, base, runs in (
         (200, [80.0, 79.0], [_llm_run(0, 80.1, [0.2], navigator=50), _llm_run(1, 78.8, [0.4], navigator=50)]),
-        (300, [82.0], [_llm_run(0, 81.7, [-0.3], navigator=125)]),
+        (300, [82.0], [_llm_run(0, 81.7, [-0.3], navigator=200, prior=260)]),
     ):
         (tmp_path / f"mobilenet_nollm_f{limit}_b250.json").write_text(json.dumps(
             [_run("collm-nollm", seed, acc, limit - 1.0) for seed, acc in enumerate(base)]))
@@ -78,4 +78,4 @@ def test_llm_rows_are_pooled_over_limits(tmp_path):
     pooled = next(line for line in _table(tmp_path) if "all 2 limits" in line)
     # pairs +0.10, -0.20, -0.30: mean -0.13, sd 0.21, t(2 df) 4.30 -> ± 0.52; calls +0.2, +0.4, -0.3
     assert "| 3 pairs | +0.10, -0.20, -0.30 | -0.13 ± 0.52 | 3 | +0.10 ± " in pooled
-    assert "| 30% | 88000 |" in pooled  # 225 navigator of 750 architectures, pooled (not 33%)
+    assert "| 30% | 88000 |" in pooled  # 300 of 1,000 architectures (the runs' shares average 27%)
