@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_server import stop_server
 
 from graph.builder import compile_graph
 from graph.run import load_run_settings, open_checkpointer
@@ -118,18 +119,14 @@ def langgraph_server(tmp_path):
     # second start is allowed for a death by signal only, never for a clean failure or a timeout.
     log = tmp_path / "langgraph.log"
     process, url = _start_langgraph_dev(log)
-    if not url and process.returncode is not None and process.returncode < 0:
+    if not url and (process.returncode or 0) < 0:
         log = tmp_path / "langgraph-second-start.log"
         process, url = _start_langgraph_dev(log)
     try:
         assert url, f"langgraph dev did not answer (exit code {process.returncode}): {log.read_text()[-3000:]}"
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
 
 
 def test_langgraph_dev_serves_the_graph(langgraph_server, tmp_path):
