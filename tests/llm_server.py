@@ -23,7 +23,8 @@ STARTUP_SECONDS = 120
 SERVER_N_CTX = 4096
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -43,7 +44,7 @@ def _tail(path: Path, chars: int = 3000) -> str:
 
 def start_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start `python -m llama_cpp.server` on a free port; returns the process and its /v1 URL."""
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_path),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llm_server import stop_server
+from llm_server import free_port, stop_server
 
 from graph.builder import compile_graph
 from graph.run import load_run_settings, open_checkpointer
@@ -83,19 +82,13 @@ def test_sigkilled_search_resumes_without_losing_or_repeating(tmp_path):
     assert (run_dir / "summary.md").exists() and (run_dir / "explored.png").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_langgraph_dev(log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start `langgraph dev` on a free loopback port and wait until it answers `/ok`.
 
     Returns the process and its URL, or the process that exited before answering (url "")."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "langgraph"), "dev", "--no-reload", "--no-browser",
