@@ -38,8 +38,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _tail(path: Path, chars: int = 3000) -> str:
+def log_tail(path: Path, chars: int = 3000) -> str:
+    """The end of a server's log, for an error message."""
     return path.read_text(errors="replace")[-chars:]
+
+
+def wait_until_answers(process: subprocess.Popen, url: str, seconds: float) -> bool:
+    """Poll `url` until it answers 200 (True), or the process exits or time runs out (False)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        if _answers(url):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def start_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -61,15 +72,12 @@ def start_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen, st
             env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         )
     base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with code {process.returncode}:\n{_tail(log_path)}")
-        if _answers(f"{base_url}/models"):
-            return process, base_url
-        time.sleep(0.5)
+    if wait_until_answers(process, f"{base_url}/models", STARTUP_SECONDS):
+        return process, base_url
+    if process.poll() is not None:
+        raise RuntimeError(f"llama_cpp.server exited with code {process.returncode}:\n{log_tail(log_path)}")
     stop_server(process)
-    raise RuntimeError(f"llama_cpp.server did not answer within {STARTUP_SECONDS} s:\n{_tail(log_path)}")
+    raise RuntimeError(f"llama_cpp.server did not answer within {STARTUP_SECONDS} s:\n{log_tail(log_path)}")
 
 
 def stop_server(process: subprocess.Popen) -> None:

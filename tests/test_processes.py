@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llm_server import free_port, stop_server
+from llm_server import free_port, log_tail, stop_server, wait_until_answers
 
 from graph.builder import compile_graph
 from graph.run import load_run_settings, open_checkpointer
@@ -86,8 +86,6 @@ def _start_langgraph_dev(log_path: Path) -> tuple[subprocess.Popen, str]:
     """Start `langgraph dev` on a free loopback port and wait until it answers `/ok`.
 
     Returns the process and its URL, or the process that exited before answering (url "")."""
-    import httpx
-
     port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -96,14 +94,7 @@ def _start_langgraph_dev(log_path: Path) -> tuple[subprocess.Popen, str]:
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANGGRAPH_NO_BROWSER": "1"},
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    return process, ""
+    return process, url if wait_until_answers(process, f"{url}/ok", 120) else ""
 
 
 @pytest.fixture
@@ -116,7 +107,7 @@ def langgraph_server(tmp_path):
         log = tmp_path / "langgraph-second-start.log"
         process, url = _start_langgraph_dev(log)
     try:
-        assert url, f"langgraph dev did not answer (exit code {process.returncode}): {log.read_text()[-3000:]}"
+        assert url, f"langgraph dev did not answer (exit code {process.returncode}): {log_tail(log)}"
         yield url
     finally:
         stop_server(process)
