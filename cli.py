@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from collm_nas.agents.calls import LLMUnavailable
+from collm_nas.agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
+from collm_nas.agents.model_store import ModelUnavailable
+from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
+from collm_nas.evals.progress import SearchProgress
+from collm_nas.evals.report import write_report
+from collm_nas.spaces import IllegalArchitecture
+from collm_nas.tools.cost import CostLimit
+from collm_nas.tools.data import DataFileError
 from rich.console import Console
-
-from agents.calls import LLMUnavailable
-from agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
-from agents.model_store import ModelUnavailable
-from evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
-from evals.progress import SearchProgress
-from evals.report import write_report
-from spaces import IllegalArchitecture
-from tools.cost import CostLimit
-from tools.data import DataFileError
 
 app = typer.Typer(help="LLM-guided neural architecture search (CoLLM-NAS).", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare benchmark data files.", no_args_is_help=True)
@@ -72,7 +71,7 @@ def _this_command() -> str:
 
 def _load_benches(runs: list[Path]) -> list:
     """Bench runs from JSON files: all must exist and share one objective."""
-    from evals.tables import load_runs
+    from collm_nas.evals.tables import load_runs
 
     missing = [str(p) for p in runs if not p.exists()]
     if missing:
@@ -163,8 +162,8 @@ def data_nb201(
     out: Annotated[Path | None, typer.Option(help="output CSV (default: the user data dir)")] = None,
 ):
     """Convert an official NAS-Bench-201 / NATS-Bench topology file into the project's table."""
-    from tools.data import user_data_dir
-    from tools.nb201_convert import convert_nb201
+    from collm_nas.tools.data import user_data_dir
+    from collm_nas.tools.nb201_convert import convert_nb201
 
     def body():
         target = out or user_data_dir() / "nb201.csv"
@@ -225,8 +224,8 @@ def search(
     fake_script: Annotated[Path | None, typer.Option(hidden=True, help="tests: JSON list of replies for --llm fake")] = None,
 ):
     """Run a CoLLM-NAS search (or resume one) and write its run folder."""
-    from graph.context import SearchSettings
-    from graph.run import load_run_settings, run_search
+    from collm_nas.graph.context import SearchSettings
+    from collm_nas.graph.run import load_run_settings, run_search
 
     def body():
         if resume:
@@ -281,8 +280,8 @@ def search(
 
 def check_search_inputs(settings) -> None:
     """Fail before any LLM call on settings that cannot work."""
-    from spaces import get_space
-    from tools.evaluators import make_evaluator
+    from collm_nas.spaces import get_space
+    from collm_nas.tools.evaluators import make_evaluator
 
     get_space(settings.space)
     make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
@@ -295,7 +294,7 @@ def table(
     note: Annotated[str, typer.Option(help="a paragraph to print under the header")] = "",
 ):
     """Merge bench runs into one comparison table, the LLM-vs-rule table and source shares."""
-    from evals.tables import write_tables
+    from collm_nas.evals.tables import write_tables
 
     def body():
         loaded = _load_benches(runs)
@@ -314,7 +313,7 @@ def merge(
                                            "commands that made the parts")] = "",
 ):
     """Merge benches run in separate processes into one bench output (table, JSON, plot)."""
-    from evals.bench import write_outputs
+    from collm_nas.evals.bench import write_outputs
 
     def body():
         loaded = _load_benches(runs)
@@ -343,7 +342,7 @@ def probe_ranking(
     out: Annotated[Path | None, typer.Option(help="markdown table (.json beside it)")] = None,
 ):
     """The paper's ranking probe: blind ranking of 10 random cells, Kendall tau vs the table."""
-    from evals.probe import VARIANTS, run_probe, write_probe
+    from collm_nas.evals.probe import VARIANTS, run_probe, write_probe
 
     def body():
         if trials < 1:
@@ -352,7 +351,7 @@ def probe_ranking(
         if not chosen or any(v not in VARIANTS for v in chosen):
             raise UserError(f"--variants must be from {', '.join(VARIANTS)}, got {variants!r}")
         settings = llm_spec(llm, LLMSettings())
-        from tools.evaluators import make_evaluator
+        from collm_nas.tools.evaluators import make_evaluator
 
         make_evaluator("nb201", dataset, data_path=str(data) if data else None)  # fail early
         results = run_probe(dataset, trials, settings, seed, chosen, str(data) if data else None)

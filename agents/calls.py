@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import openai
+from collm_nas.errors import CollmNasError
 from langchain_core.messages import AIMessage, BaseMessage
 
 _THINK = re.compile(r"<think>(.*?)(</think>|$)", re.DOTALL)
@@ -36,7 +37,7 @@ def usage_record(role: str, message: AIMessage | None, seconds: float, **extra: 
     }
 
 
-class LLMUnavailable(RuntimeError):
+class LLMUnavailable(CollmNasError, RuntimeError):
     """The LLM server could not be reached (after the client's bounded retries)."""
 
 

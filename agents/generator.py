@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from collm_nas.agents.calls import salvage_items, split_reasoning, timed_invoke, usage_record
+from collm_nas.agents.llm import LLMSettings, structured_model
+from collm_nas.prompts import render
+from collm_nas.spaces import SearchSpace
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
-
-from agents.calls import salvage_items, split_reasoning, timed_invoke, usage_record
-from agents.llm import LLMSettings, structured_model
-from prompts import render
-from spaces import SearchSpace
 
 
 @cache

@@ -58,11 +58,11 @@ def make_chat_model(settings: LLMSettings, seed: int | None = None) -> BaseChatM
 def _cached_model(settings_json: str, seed: int | None) -> BaseChatModel:
     settings = LLMSettings.model_validate_json(settings_json)
     if settings.backend == "fake":
-        from agents.fake import ScriptedChatModel
+        from collm_nas.agents.fake import ScriptedChatModel
 
         return ScriptedChatModel(script=list(settings.script), seed=seed or 0)
     if settings.backend == "local":
-        from agents.local_llm import make_local_chat_model
+        from collm_nas.agents.local_llm import make_local_chat_model
 
         return make_local_chat_model(
             model=settings.model, temperature=settings.temperature,

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from collm_nas.agents.model_store import DEFAULT_MODEL, ModelUnavailable, ensure_model
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -31,8 +32,6 @@ from langchain_core.messages import AIMessage, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
-
-from agents.model_store import DEFAULT_MODEL, ModelUnavailable, ensure_model
 
 log = logging.getLogger(__name__)
 

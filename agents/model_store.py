@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import platformdirs
+from collm_nas.errors import CollmNasError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ CACHE_ENV = "COLLM_NAS_MODEL_DIR"
 _CHUNK = 8 * 1024 * 1024
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(CollmNasError, RuntimeError):
     """The local model cannot be provided; the message says what is wrong and how to fix it."""
 
 

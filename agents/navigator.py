@@ -12,12 +12,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Literal
 
+from collm_nas.agents.calls import split_reasoning, timed_invoke, usage_record
+from collm_nas.prompts import render
+from collm_nas.spaces import SearchSpace
+from collm_nas.spaces.evaluation import score
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
-
-from agents.calls import split_reasoning, timed_invoke, usage_record
-from prompts import render
-from spaces import SearchSpace
 
 
 def mission_variables(settings, space: SearchSpace) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def results_table(results: list[dict[str, Any]], objective: str) -> str:
     for result in results:
         parts = [str(result.get("key") or result.get("raw")), result["verdict"]]
         if result.get("valid_acc") is not None:
-            parts.append(f"{objective} acc {result[f'{objective}_acc']:.2f}")
+            parts.append(f"{objective} acc {score(result, objective):.2f}")
         if cost := record_cost(result):
             parts.append(cost)
         if result.get("reason"):
@@ -81,7 +81,7 @@ def best_text(best: dict[str, Any] | None, objective: str) -> str:
     if not best:
         return "none yet"
     cost = f", {text}" if (text := record_cost(best)) else ""
-    return f"{best['key']} with {objective} acc {best[f'{objective}_acc']:.2f}{cost}"
+    return f"{best['key']} with {objective} acc {score(best, objective):.2f}{cost}"
 
 
 def navigator_request(

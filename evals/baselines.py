@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from tools.coordinator import Ledger
+from collm_nas.tools.coordinator import Ledger
 
 # A search stops proposing after this many candidates per unit of budget (e.g. when a cost limit
 # rejects nearly everything or the policy keeps proposing cells it has already seen).

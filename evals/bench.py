@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from evals.baselines import BASELINES
-from spaces import get_space
-from tools.coordinator import Ledger
-from tools.cost import CostLimit, shared_cost_counter
-from tools.evaluators import make_evaluator
+from collm_nas.evals.baselines import BASELINES
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import score
+from collm_nas.tools.coordinator import Ledger
+from collm_nas.tools.cost import CostLimit, shared_cost_counter
+from collm_nas.tools.evaluators import make_evaluator
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,14 @@ def run_result(
     **extra: Any,
 ) -> RunResult:
     """A RunResult from the evaluated records in evaluation order."""
-    score_key = f"{spec.objective}_acc"
     best: dict[str, Any] = {}
     curve: list[float] = []
     for record in records:
-        if not best or record[score_key] > best[score_key]:
+        if not best or score(record, spec.objective) > score(best, spec.objective):
             best = record
-        curve.append(best[score_key])
-    optimum = getattr(evaluator, "optimum", None)
-    found = None if optimum is None else bool(best) and best[score_key] >= optimum(spec.objective) - 1e-9
+        curve.append(score(best, spec.objective))
+    optimum = evaluator.optimum(spec.objective)
+    found = None if optimum is None else bool(best) and score(best, spec.objective) >= optimum - 1e-9
     return RunResult(
         method=spec.method, space=spec.space, dataset=spec.dataset, objective=spec.objective,
         seed=spec.seed, budget=spec.budget, evaluations=len(records),
@@ -110,8 +109,8 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
     """A search-graph mode (CoLLM-NAS, its ablations, SiLLM-NAS) with the baselines' accounting."""
 
     def run(spec: RunSpec) -> RunResult:
-        from graph.context import SearchSettings
-        from graph.run import run_search
+        from collm_nas.graph.context import SearchSettings
+        from collm_nas.graph.run import run_search
 
         limit = spec.cost_limit
         options = {

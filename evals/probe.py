@@ -16,17 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from collm_nas.agents.generator import ask_structured
+from collm_nas.agents.llm import LLMSettings, make_chat_model
+from collm_nas.evals.tables import ci_text
+from collm_nas.prompts import render
+from collm_nas.spaces import get_space
+from collm_nas.tools.cost import shared_cost_counter
+from collm_nas.tools.evaluators import make_evaluator
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model, model_validator
 from scipy.stats import kendalltau
-
-from agents.generator import ask_structured
-from agents.llm import LLMSettings, make_chat_model
-from evals.tables import ci_text
-from prompts import render
-from spaces import get_space
-from tools.cost import shared_cost_counter
-from tools.evaluators import make_evaluator
 
 CELLS_PER_TRIAL = 10
 VARIANTS = ("rank", "predict")

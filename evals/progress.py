@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from collm_nas.spaces.evaluation import score
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -35,8 +36,8 @@ class SearchProgress:
             self.verdicts[data["verdict"]] += 1
             if data["verdict"] == "evaluated":
                 self.progress.advance(self.task)
-                score = data[f"{self.objective}_acc"]
-                self.best = score if self.best is None else max(self.best, score)
+                value = score(data, self.objective)
+                self.best = value if self.best is None else max(self.best, value)
         elif kind == "round":
             self.round = data["iteration"]
         elif kind == "llm_call":

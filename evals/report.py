@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.navigator import record_cost
-from spaces import get_space
-from tools.cost import CostLimit
+from collm_nas.agents.navigator import record_cost
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import score
+from collm_nas.tools.cost import CostLimit
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
@@ -114,7 +114,7 @@ def _plot_best_so_far(records: list[dict[str, Any]], objective: str, path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = [r[f"{objective}_acc"] for r in records]
+    scores = [score(r, objective) for r in records]
     fig, ax = plt.subplots(figsize=(6, 4))
     if scores:
         ax.plot(range(1, len(scores) + 1), np.maximum.accumulate(scores), label="best so far")
@@ -143,7 +143,7 @@ def _plot_explored(records: list[dict[str, Any]], settings: dict[str, Any], path
         points = TSNE(
             n_components=2, perplexity=min(30, len(records) - 1), random_state=0, init="random"
         ).fit_transform(codes)
-        scores = [r[f"{settings['objective']}_acc"] for r in records]
+        scores = [score(r, settings["objective"]) for r in records]
         shown = ax.scatter(points[:, 0], points[:, 1], c=scores, cmap="viridis", s=18)
         fig.colorbar(shown, ax=ax, label=f"{settings['objective']} accuracy (%)")
     ax.set_title("explored architectures (t-SNE of encodings)")

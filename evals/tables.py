@@ -8,9 +8,8 @@ import statistics
 import time
 from pathlib import Path
 
+from collm_nas.evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
 from scipy.stats import t as t_dist
-
-from evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
 
 SPACE_TITLES = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # best-so-far is shown at these shares of the budget

@@ -10,10 +10,8 @@ screen_candidates -(Send per candidate)-> evaluate -> record_round -> next round
 
 from __future__ import annotations
 
-from langgraph.graph import END, START, StateGraph
-
-from graph.context import SearchSettings
-from graph.nodes import (
+from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.nodes import (
     evaluate,
     generate,
     navigate,
@@ -26,7 +24,8 @@ from graph.nodes import (
     screen_candidates,
     steer,
 )
-from graph.state import SearchState
+from collm_nas.graph.state import SearchState
+from langgraph.graph import END, START, StateGraph
 
 
 def build_graph() -> StateGraph:

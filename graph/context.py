@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from collm_nas.agents.llm import LLMSettings
+from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
+from collm_nas.tools.latency import check_latency_space
+from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 from pydantic import BaseModel, Field, model_validator
-
-from agents.llm import LLMSettings
-from tools.cost import CostCounter, CostLimit, shared_cost_counter
-from tools.latency import check_latency_space
-from tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 
 
 class SearchSettings(BaseModel):

@@ -5,15 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from langchain_core.messages import HumanMessage, RemoveMessage, SystemMessage
-from langgraph.graph import END
-from langgraph.graph.message import REMOVE_ALL_MESSAGES
-from langgraph.runtime import Runtime
-from langgraph.types import Send
-
-from agents.generator import ask_structured, batch_schema, generator_messages, single_llm_schema
-from agents.llm import make_chat_model
-from agents.navigator import (
+from collm_nas.agents.generator import ask_structured, batch_schema, generator_messages, single_llm_schema
+from collm_nas.agents.llm import make_chat_model
+from collm_nas.agents.navigator import (
     best_text,
     call_navigator,
     mission_variables,
@@ -23,16 +17,16 @@ from agents.navigator import (
     steering_schema,
     steering_weights,
 )
-from graph.context import SearchSettings
-from graph.state import EvaluationTask, SearchState
-from prompts import render
-from spaces import get_space
-from tools.archive import TOP_FRACTION, dimension_stats, ranked, ridge_weights, stats_text
-from tools.benchmark import Metrics
-from tools.coordinator import make_record, screen
-from tools.cost import Cost
-from tools.evaluators import make_evaluator
-from tools.sources import (
+from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.state import EvaluationTask, SearchState
+from collm_nas.prompts import render
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import Metrics, score
+from collm_nas.tools.archive import TOP_FRACTION, dimension_stats, ranked, ridge_weights, stats_text
+from collm_nas.tools.coordinator import make_record, screen
+from collm_nas.tools.cost import Cost
+from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.sources import (
     LLM_SOURCE,
     Picker,
     allocate,
@@ -41,6 +35,11 @@ from tools.sources import (
     score_candidates,
     share_ring,
 )
+from langchain_core.messages import HumanMessage, RemoveMessage, SystemMessage
+from langgraph.graph import END
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
+from langgraph.runtime import Runtime
+from langgraph.types import Send
 
 # How many already-evaluated architectures the Generator is shown (the best ones), to keep
 # prompts short for small models; the Coordinator rejects repeats anyway.
@@ -58,16 +57,12 @@ def _evaluator(settings: SearchSettings):
     return make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
 
 
-def _score(record: dict[str, Any], objective: str) -> float:
-    return record[f"{objective}_acc"]
-
-
 def _round_results(state: SearchState, iteration: int) -> list[dict[str, Any]]:
     return [r for r in state.get("round_results", []) if r["iteration"] == iteration]
 
 
 def _top_keys(state: SearchState, objective: str) -> list[str]:
-    ranked = sorted(state.get("archive", []), key=lambda r: _score(r, objective), reverse=True)
+    ranked = sorted(state.get("archive", []), key=lambda r: score(r, objective), reverse=True)
     return [r["key"] for r in ranked[:SHOWN_EVALUATED]]
 
 
@@ -303,17 +298,17 @@ def record_round(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[s
     for record in state.get("archive", []):
         if record["iteration"] != iteration:
             continue
-        score = _score(record, settings.objective)
+        value = score(record, settings.objective)
         counts = source_stats.setdefault(record["source"], {"evaluated": 0, "hits": 0, "new_best": 0})
         counts["evaluated"] += 1
-        counts["hits"] += threshold is not None and score > threshold
-        counts["new_best"] += state.get("best") is not None and score > _score(state["best"], settings.objective)
-        if best is None or score > _score(best, settings.objective):
+        counts["hits"] += threshold is not None and value > threshold
+        counts["new_best"] += state.get("best") is not None and value > score(state["best"], settings.objective)
+        if best is None or value > score(best, settings.objective):
             best = record
     used = len(state.get("archive", []))
     stop_reason = None
-    if best is not None and settings.target is not None and _score(best, settings.objective) >= settings.target:
-        stop_reason = f"target reached ({_score(best, settings.objective):.2f} >= {settings.target:g})"
+    if best is not None and settings.target is not None and score(best, settings.objective) >= settings.target:
+        stop_reason = f"target reached ({score(best, settings.objective):.2f} >= {settings.target:g})"
     elif used >= settings.budget:
         stop_reason = f"evaluation budget spent ({used}/{settings.budget})"
     elif iteration >= settings.iterations:
@@ -390,10 +385,9 @@ def _measure(
 ) -> dict[str, Any] | None:
     """The LLM's candidates vs the rule's from the same state, scored by a cheap evaluator."""
     evaluator = _evaluator(settings)
-    if not settings.measure_llm or getattr(evaluator, "kind", None) not in ("benchmark", "predictor"):
+    if not settings.measure_llm or not evaluator.cheap:
         return None
-    top = getattr(evaluator, "top_threshold", None)
-    threshold = top(settings.objective, TOP_SHARE) if top else None
+    threshold = evaluator.top_threshold(settings.objective, TOP_SHARE)
     return {
         "iteration": iteration, "proposer": proposer,
         "llm": score_candidates(evaluator, llm_archs, settings.objective, threshold),
@@ -405,7 +399,7 @@ def _best_table(records: list[dict[str, Any]], objective: str) -> str:
     lines = []
     for record in ranked(records, objective)[:SHOWN_BEST]:
         cost = f", {text}" if (text := record_cost(record)) else ""
-        lines.append(f"- {record['key']} {record[f'{objective}_acc']:.2f}{cost}")
+        lines.append(f"- {record['key']} {score(record, objective):.2f}{cost}")
     return "\n".join(lines) or "- (none yet)"
 
 

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collm_nas.graph.builder import compile_graph
+from collm_nas.graph.context import SearchSettings
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
-
-from graph.builder import compile_graph
-from graph.context import SearchSettings
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
 

@@ -23,20 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from agents.local_llm import (  # noqa: E402
+from collm_nas.agents.local_llm import (  # noqa: E402
     PREFIX_CACHE_BYTES,
     LocalChatModel,
     PrefixCache,
     get_local_runtime,
     make_local_chat_model,
 )
-from agents.model_store import MODELS, ModelUnavailable, ensure_model  # noqa: E402
-from spaces.nb201 import NB201Arch, NB201Space  # noqa: E402
+from collm_nas.agents.model_store import MODELS, ModelUnavailable, ensure_model  # noqa: E402
+from collm_nas.spaces.nb201 import NB201Arch, NB201Space  # noqa: E402
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
 
 BATCH_SIZE = 10
 

@@ -18,10 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evals.bench import mean_std  # noqa: E402
-from evals.tables import ci_text, llm_minus_rule, scored_calls  # noqa: E402
+from collm_nas.evals.bench import mean_std  # noqa: E402
+from collm_nas.evals.tables import ci_text, llm_minus_rule, scored_calls  # noqa: E402
 
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
 METHOD_NAMES = {"rs": "RS", "ea": "EA", "collm-nollm": "collm --llm none",

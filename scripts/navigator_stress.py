@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evals.bench import METHODS, RunSpec, _llm_method  # noqa: E402
-from spaces import get_space  # noqa: E402
+from collm_nas.evals.bench import METHODS, RunSpec, _llm_method  # noqa: E402
+from collm_nas.spaces import get_space  # noqa: E402
 
 STYLES = ("random", "uniform", "none")
 

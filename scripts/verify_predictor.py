@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from spaces import get_space  # noqa: E402
-from tools.predictor import OFAPredictorEvaluator, predictor_features  # noqa: E402
+from collm_nas.spaces import get_space  # noqa: E402
+from collm_nas.tools.predictor import OFAPredictorEvaluator, predictor_features  # noqa: E402
 
 OFA_NOTEBOOK = (
     "github mit-han-lab/once-for-all `tutorial/ofa.ipynb` (commit 27b50bd1), Note10 25 ms search: "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from spaces.base import IllegalArchitecture, SearchSpace
+from collm_nas.spaces.base import IllegalArchitecture, SearchSpace
 
 __all__ = ["IllegalArchitecture", "SearchSpace", "SPACE_NAMES", "get_space"]
 
@@ -15,11 +15,11 @@ SPACE_NAMES = ("nb201", "mobilenet")
 def get_space(name: str) -> SearchSpace:
     """The space called `name` (one shared instance per name)."""
     if name == "nb201":
-        from spaces.nb201 import NB201Space
+        from collm_nas.spaces.nb201 import NB201Space
 
         return NB201Space()
     if name == "mobilenet":
-        from spaces.mobilenet import MobileNetSpace
+        from collm_nas.spaces.mobilenet import MobileNetSpace
 
         return MobileNetSpace()
     raise ValueError(f"unknown search space {name!r}; available: {', '.join(SPACE_NAMES)}")

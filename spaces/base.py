@@ -14,10 +14,11 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
+from collm_nas.errors import CollmNasError
 from pydantic import BaseModel
 
 
-class IllegalArchitecture(ValueError):
+class IllegalArchitecture(CollmNasError, ValueError):
     """Raised by `parse` with a reason a person (or the Navigator) can act on."""
 
     def __init__(self, reason: str):

@@ -28,9 +28,8 @@ import threading
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
+from collm_nas.spaces.base import IllegalArchitecture, SearchSpace
 from pydantic import BaseModel, ConfigDict, Field
-
-from spaces.base import IllegalArchitecture, SearchSpace
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
 DEPTHS = (2, 3, 4)

@@ -12,10 +12,9 @@ import re
 from typing import Any, ClassVar, Literal
 
 import torch
+from collm_nas.spaces.base import IllegalArchitecture, SearchSpace
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-from spaces.base import IllegalArchitecture, SearchSpace
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 Op = Literal["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]

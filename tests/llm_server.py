@@ -96,7 +96,7 @@ def stop_server(process: subprocess.Popen) -> None:
 def openai_server_url() -> Iterator[str]:
     """Base URL (`http://127.0.0.1:<port>/v1`) of a llama.cpp server on the default model."""
     pytest.importorskip("llama_cpp.server", reason="needs `pip install 'collm-nas[server]'`")
-    from agents.model_store import DEFAULT_MODEL, ensure_model
+    from collm_nas.agents.model_store import DEFAULT_MODEL, ensure_model
 
     model_path = ensure_model(DEFAULT_MODEL)
     with tempfile.TemporaryDirectory(prefix="collm-nas-llm-server-") as tmp:

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
-
-from evals.baselines import BASELINES
-from evals.bench import RunSpec, make_ledger
-from spaces import get_space
-from tools.cost import CostLimit
+from collm_nas.evals.baselines import BASELINES
+from collm_nas.evals.bench import RunSpec, make_ledger
+from collm_nas.spaces import get_space
+from collm_nas.tools.cost import CostLimit
 
 
 @pytest.mark.parametrize("method", sorted(BASELINES))
@@ -40,7 +39,6 @@ def test_evolution_keeps_going_when_every_elite_neighbour_is_used_up():
 def test_the_space_knows_nothing_of_the_baselines():
     import inspect
 
-    import evals.baselines as module
-
+    import collm_nas.evals.baselines as module
     assert "nb201" not in inspect.getsource(module)
     assert get_space("nb201").name == "nb201"

@@ -6,12 +6,11 @@ import json
 from dataclasses import replace
 
 import pytest
+from collm_nas.cli import app
+from collm_nas.evals import bench
+from collm_nas.evals.bench import RunSpec, run_result
+from collm_nas.tools.evaluators import make_evaluator
 from typer.testing import CliRunner
-
-from cli import app
-from evals import bench
-from evals.bench import RunSpec, run_result
-from tools.evaluators import make_evaluator
 
 
 def test_finished_llm_runs_survive_a_crashed_bench(tmp_path, monkeypatch):

@@ -2,11 +2,10 @@ import csv
 import random
 
 import pytest
-
-from spaces import get_space
-from tools.benchmark import NB201_ROWS, load_nb201, read_nb201_table
-from tools.cost import CostCounter
-from tools.data import DataFileError
+from collm_nas.spaces import get_space
+from collm_nas.tools.benchmark import NB201_ROWS, load_nb201, read_nb201_table
+from collm_nas.tools.cost import CostCounter
+from collm_nas.tools.data import DataFileError
 
 
 @pytest.fixture(scope="module")

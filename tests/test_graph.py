@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from collm_nas.agents.calls import LLMUnavailable
+from collm_nas.agents.llm import LLMSettings, _cached_model, make_chat_model
+from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.run import run_search
+from collm_nas.spaces import get_space
+from collm_nas.tools.evaluators import make_evaluator
 from langchain_core.messages import SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
-
-from agents.calls import LLMUnavailable
-from agents.llm import LLMSettings, _cached_model, make_chat_model
-from graph.context import SearchSettings
-from graph.run import run_search
-from spaces import get_space
-from tools.evaluators import make_evaluator
 
 SPACE = get_space("nb201")
 STRATEGY = "SUMMARY: s\nKEY PATTERNS: p\nNAVIGATION DIRECTIONS: d"

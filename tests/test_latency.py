@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from spaces import get_space
-from spaces.mobilenet import RESOLUTIONS, MobileNetArch
-from tools.data import DataFileError
+from collm_nas.spaces import get_space
+from collm_nas.spaces.mobilenet import RESOLUTIONS, MobileNetArch
+from collm_nas.tools.data import DataFileError
 
 needs_ofa = pytest.mark.skipif(importlib.util.find_spec("ofa") is None, reason="needs the ofa extra")
 
@@ -22,7 +21,7 @@ SMALLEST = MobileNetArch(r=160, d=[2] * 5, ks=[3] * 20, e=[3] * 20)
 
 @pytest.fixture(scope="module")
 def latency():
-    from tools.latency import Note10Latency
+    from collm_nas.tools.latency import Note10Latency
 
     return Note10Latency()
 
@@ -78,8 +77,8 @@ def test_inactive_blocks_do_not_change_latency(latency):
 
 
 def test_missing_or_wrong_tables_give_one_clear_error(tmp_path, monkeypatch, data_dir):
-    from tools import data
-    from tools.latency import Note10Latency
+    from collm_nas.tools import data
+    from collm_nas.tools.latency import Note10Latency
 
     monkeypatch.delenv("COLLM_NAS_DATA")
     monkeypatch.setattr(data, "user_data_dir", lambda: tmp_path / "cache")
@@ -94,14 +93,14 @@ def test_missing_or_wrong_tables_give_one_clear_error(tmp_path, monkeypatch, dat
 
 
 def test_latency_limit_needs_a_space_with_tables():
-    from graph.context import SearchSettings
+    from collm_nas.graph.context import SearchSettings
 
     with pytest.raises(ValueError, match="'nb201' has none: limit FLOPs or params"):
         SearchSettings(space="nb201", cost_kind="latency", max_cost=20)
 
 
 def test_cost_counter_adds_latency_only_when_asked(space):
-    from tools.cost import CostLimit, shared_cost_counter
+    from collm_nas.tools.cost import CostLimit, shared_cost_counter
 
     plain = shared_cost_counter("mobilenet", "imagenet")(LARGEST)
     timed = shared_cost_counter("mobilenet", "imagenet", True)(LARGEST)
@@ -115,8 +114,8 @@ def test_cost_counter_adds_latency_only_when_asked(space):
 
 
 def test_llm_free_search_keeps_every_evaluation_under_the_latency_limit(tmp_path):
-    from graph.context import SearchSettings
-    from graph.run import run_search
+    from collm_nas.graph.context import SearchSettings
+    from collm_nas.graph.run import run_search
 
     settings = SearchSettings(
         space="mobilenet", dataset="imagenet", evaluator="predictor", use_llm=False,
@@ -132,9 +131,8 @@ def test_llm_free_search_keeps_every_evaluation_under_the_latency_limit(tmp_path
 
 
 def test_cli_rejects_two_limits_and_runs_a_latency_bench(tmp_path):
+    from collm_nas.cli import app
     from typer.testing import CliRunner
-
-    from cli import app
 
     runner = CliRunner()
     both = runner.invoke(app, ["search", "--space", "mobilenet", "--dataset", "imagenet",

@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from collm_nas.agents.llm import LLMSettings
+from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.run import run_search
 from llm_server import openai_server_url  # noqa: F401  (session fixture)
-
-from agents.llm import LLMSettings
-from graph.context import SearchSettings
-from graph.run import run_search
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 
@@ -20,7 +19,7 @@ pytestmark = [pytest.mark.llm, pytest.mark.slow]
 def test_default_backend_search_completes_two_iterations(tmp_path):
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "search", "--space", "nb201", "--dataset", "cifar10",
+        [sys.executable, "-m", "collm_nas.cli", "search", "--space", "nb201", "--dataset", "cifar10",
          "--iterations", "2", "--run-dir", str(run_dir)],
         cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )

@@ -13,20 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from langchain_core.exceptions import OutputParserException
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, Field
-
-from agents import model_store
-from agents.local_llm import (
+from collm_nas.agents import model_store
+from collm_nas.agents.local_llm import (
     LocalChatModel,
     PrefixCache,
     make_local_chat_model,
     parse_structured,
     split_reasoning,
 )
-from agents.model_store import DEFAULT_MODEL, ModelSpec, ModelUnavailable, ensure_model
-from spaces.nb201 import NB201Arch, NB201Space
+from collm_nas.agents.model_store import DEFAULT_MODEL, ModelSpec, ModelUnavailable, ensure_model
+from collm_nas.spaces.nb201 import NB201Arch, NB201Space
+from langchain_core.exceptions import OutputParserException
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
 
 
 class Batch(BaseModel):
@@ -259,7 +258,7 @@ def test_context_overflow_drops_old_turns(model_path, caplog):
             AIMessage(f"Round {i} noted."),
         ]
     history.append(HumanMessage("What is 2 + 2? Answer with the number."))
-    with caplog.at_level(logging.WARNING, logger="agents.local_llm"):
+    with caplog.at_level(logging.WARNING, logger="collm_nas.agents.local_llm"):
         reply = small.invoke(history)
     assert "dropped" in caplog.text
     assert reply.response_metadata["dropped_messages"] > 0
@@ -270,7 +269,7 @@ def test_context_overflow_drops_old_turns(model_path, caplog):
 @pytest.mark.llm
 def test_oversized_single_message_is_shortened(model_path, caplog):
     small = make_local_chat_model(str(model_path), temperature=0.0, max_tokens=16, n_ctx=512)
-    with caplog.at_level(logging.WARNING, logger="agents.local_llm"):
+    with caplog.at_level(logging.WARNING, logger="collm_nas.agents.local_llm"):
         reply = small.invoke([HumanMessage("Reply 'ok'. " + "padding words " * 600)])
     assert "shortened" in caplog.text
     assert reply.usage_metadata["input_tokens"] < 512

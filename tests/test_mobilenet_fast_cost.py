@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
-from spaces import get_space
-from spaces.mobilenet import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, RESOLUTIONS
+from collm_nas.spaces import get_space
+from collm_nas.spaces.mobilenet import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, RESOLUTIONS
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ofa") is None, reason="needs the `ofa` extra"

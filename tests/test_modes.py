@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from collm_nas.agents.llm import LLMSettings, _cached_model, make_chat_model
+from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.run import run_search
+from collm_nas.spaces import get_space
+from collm_nas.tools.evaluators import make_evaluator
 from langgraph.checkpoint.memory import InMemorySaver
-
-from agents.llm import LLMSettings, _cached_model, make_chat_model
-from graph.context import SearchSettings
-from graph.run import run_search
-from spaces import get_space
-from tools.evaluators import make_evaluator
 
 SPACE = get_space("nb201")
 
@@ -145,14 +144,14 @@ def test_cli_search_without_llm_writes_sources_into_the_report(tmp_path):
 
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "search", "--llm", "none", "--dataset", "cifar100",
+        [sys.executable, "-m", "collm_nas.cli", "search", "--llm", "none", "--dataset", "cifar100",
          "--budget", "30", "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = (run_dir / "summary.md").read_text()
     assert "LLMs: none" in summary and "## Sources" in summary and "neighbours" in summary
-    bad = subprocess.run([sys.executable, "-m", "cli", "search", "--llm", "none", "--mode", "paper"],
+    bad = subprocess.run([sys.executable, "-m", "collm_nas.cli", "search", "--llm", "none", "--mode", "paper"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "needs the LLM" in bad.stderr
 
@@ -179,7 +178,7 @@ def test_steering_works_on_the_mobilenet_space_under_a_flops_limit():
 
 
 def test_navigator_memory_keeps_accepted_answers_only():
-    from graph.builder import compile_graph
+    from collm_nas.graph.builder import compile_graph
 
     saver = InMemorySaver()
     script = ["this is not JSON", steering(summary="first accepted"), steering(summary="second")]

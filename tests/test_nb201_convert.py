@@ -18,9 +18,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from tools.data import DataFileError
-from tools.nb201_convert import (
+from collm_nas.tools.data import DataFileError
+from collm_nas.tools.nb201_convert import (
     COLUMNS,
     REQUIRED,
     MissingConverterPackage,
@@ -351,10 +350,8 @@ def test_unique_str_matches_nats():
 
 
 def test_cli_reports_a_missing_source(tmp_path):
+    import collm_nas.cli as cli
     from typer.testing import CliRunner
-
-    import cli
-
     result = CliRunner().invoke(
         cli.app,
         ["data", "nb201", "--from", str(tmp_path / "x.pth"), "--out", str(tmp_path / "o.csv")],
@@ -364,8 +361,8 @@ def test_cli_reports_a_missing_source(tmp_path):
 
 
 def test_output_reads_through_the_project_loader(tmp_path, monkeypatch):
-    import tools.benchmark as benchmark
-    from spaces import get_space
+    import collm_nas.tools.benchmark as benchmark
+    from collm_nas.spaces import get_space
 
     target = tmp_path / "nb201.csv"
     convert_nb201(write_nats_file(tmp_path / "n.pickle.pbz2"), target, expected_cells=len(ARCHS))

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from spaces import IllegalArchitecture, get_space
+from collm_nas.spaces import IllegalArchitecture, get_space
 
 RESNET = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 

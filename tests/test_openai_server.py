@@ -8,11 +8,10 @@ grammar) and fails with `method="json_schema"` (the server answers HTTP 500).
 from __future__ import annotations
 
 import pytest
+from collm_nas.spaces.nb201 import NB201Arch, NB201Space
 from langchain_core.messages import HumanMessage, SystemMessage
 from llm_server import openai_server_url  # noqa: F401  (session fixture)
 from pydantic import BaseModel, Field
-
-from spaces.nb201 import NB201Arch, NB201Space
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from collm_nas.agents.llm import LLMSettings, _cached_model
+from collm_nas.evals.probe import _tau_and_top, probe_table, ranking_schema, reference_rankings, run_probe
 from pydantic import ValidationError
 from scipy.stats import kendalltau
-
-from agents.llm import LLMSettings, _cached_model
-from evals.probe import _tau_and_top, probe_table, ranking_schema, reference_rankings, run_probe
 
 
 @pytest.fixture(autouse=True)

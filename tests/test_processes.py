@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from collm_nas.graph.builder import compile_graph
+from collm_nas.graph.run import load_run_settings, open_checkpointer
+from collm_nas.spaces import get_space
 from llm_server import free_port, log_tail, stop_server, wait_until_answers
-
-from graph.builder import compile_graph
-from graph.run import load_run_settings, open_checkpointer
-from spaces import get_space
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +52,7 @@ def _archive(run_dir: Path) -> list[dict]:
 def test_sigkilled_search_resumes_without_losing_or_repeating(tmp_path):
     script = _script(tmp_path / "replies.json", batches=30, size=10)
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "cli", "search", "--mode", "paper", "--llm", "fake",
+    command = [sys.executable, "-m", "collm_nas.cli", "search", "--mode", "paper", "--llm", "fake",
                "--fake-script", str(script), "--budget", "100", "--iterations", "30", "--candidates", "10", "--run-dir", str(run_dir)]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = run_dir / "events.jsonl"
@@ -70,7 +69,7 @@ def test_sigkilled_search_resumes_without_losing_or_repeating(tmp_path):
 
     thread_id, _ = load_run_settings(run_dir)
     resumed = subprocess.run(
-        [sys.executable, "-m", "cli", "search", "--resume", thread_id, "--run-dir", str(run_dir)],
+        [sys.executable, "-m", "collm_nas.cli", "search", "--resume", thread_id, "--run-dir", str(run_dir)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]

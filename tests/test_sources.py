@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from spaces import get_space
-from tools.archive import dimension_stats, ridge_weights, stats_text
-from tools.coordinator import make_record
-from tools.cost import CostCounter
-from tools.evaluators import make_evaluator
-from tools.sources import (
+from collm_nas.spaces import get_space
+from collm_nas.tools.archive import dimension_stats, ridge_weights, stats_text
+from collm_nas.tools.coordinator import make_record
+from collm_nas.tools.cost import CostCounter
+from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.sources import (
     DEFAULT_SOURCES,
     LLM_SOURCE,
     PRIOR_POOL,

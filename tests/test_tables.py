@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from evals.bench import RunResult
-from evals.tables import comparison_table, counterfactual_table, paired_table, source_table
+from collm_nas.evals.bench import RunResult
+from collm_nas.evals.tables import comparison_table, counterfactual_table, paired_table, source_table
 
 
 def run(method: str, seed: int, valid: float, found: bool, **extra) -> RunResult:
@@ -60,7 +60,7 @@ def test_counterfactual_and_paired_and_sources():
 
 
 def test_confidence_interval_is_students_t_not_normal():
-    from evals.tables import ci_text
+    from collm_nas.evals.tables import ci_text
 
     # Three paired seeds: sd 0.1, so the normal 1.96 would give ± 0.11; t with 2 df is 4.30.
     assert ci_text([-0.2, -0.1, 0.0]) == "-0.10 ± 0.25"
@@ -70,7 +70,7 @@ def test_confidence_interval_is_students_t_not_normal():
 
 
 def test_predictor_runs_have_no_optimum_or_top_rate_and_are_labelled(tmp_path):
-    from evals.tables import write_tables
+    from collm_nas.evals.tables import write_tables
 
     cf = {"iteration": 1, "proposer": "steering", "llm": {"n": 10, "mean": 81.2, "top_rate": None},
           "rule": {"n": 10, "mean": 81.0, "top_rate": None}}
@@ -97,10 +97,10 @@ def test_table_command_refuses_mixed_objectives(tmp_path):
 
     a.write_text(json.dumps([asdict(RUNS[0])]))
     b.write_text(json.dumps([{**asdict(RUNS[1]), "objective": "test"}]))
-    done = subprocess.run([sys.executable, "-m", "cli", "table", str(a), str(b), "--out",
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "table", str(a), str(b), "--out",
                            str(tmp_path / "t.md")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "mix objectives" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "cli", "table", str(a), "--out",
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "table", str(a), "--out",
                            str(tmp_path / "t.md")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and (tmp_path / "t.png").exists()
 
@@ -113,14 +113,14 @@ def test_merge_joins_per_seed_benches_and_refuses_a_run_twice(tmp_path):
         parts.append(tmp_path / f"seed{i}.json")
         parts[-1].write_text(json.dumps([asdict(r)]))
     out = tmp_path / "merged.md"
-    done = subprocess.run([sys.executable, "-m", "cli", "merge", *map(str, parts), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "merge", *map(str, parts), "--out", str(out),
                            "--note", "one process per seed"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.with_suffix(".json").read_text())
     assert [(r["method"], r["seed"]) for r in merged] == [("collm", 0), ("collm", 1)]
     text = out.read_text()
     assert "| collm |" in text and "one process per seed" in text and out.with_suffix(".png").exists()
-    twice = subprocess.run([sys.executable, "-m", "cli", "merge", str(parts[0]), str(parts[0]),
+    twice = subprocess.run([sys.executable, "-m", "collm_nas.cli", "merge", str(parts[0]), str(parts[0]),
                             "--out", str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=300)
     assert twice.returncode == 2 and "appears twice" in twice.stderr
     assert not (tmp_path / "bad.md").exists()

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from spaces import SearchSpace
+from collm_nas.spaces import SearchSpace
+from collm_nas.spaces.evaluation import score
 
 # The share of the archive counted as "top" in the statistics.
 TOP_FRACTION = 0.3
@@ -20,7 +20,7 @@ TOP_FRACTION = 0.3
 
 def ranked(records: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
     """Records best first (ties: earlier evaluation first, so the order is stable)."""
-    return sorted(records, key=lambda r: (-r[f"{objective}_acc"], r.get("evaluation", 0)))
+    return sorted(records, key=lambda r: (-score(r, objective), r.get("evaluation", 0)))
 
 
 def dimension_stats(
@@ -37,7 +37,7 @@ def dimension_stats(
     }
     for rank, record in enumerate(order):
         arch = space.parse(record["arch"])
-        score = record[f"{objective}_acc"]
+        value_score = score(record, objective)
         for dim, value, active in zip(space.dimensions, space.genes(arch), space.active_genes(arch),
                                       strict=True):
             if not active:
@@ -45,8 +45,8 @@ def dimension_stats(
             cell = sums[dim][str(value)]
             cell["n"] += 1
             cell["n_top"] += rank < n_top
-            cell["sum"] += score
-            cell["best"] = max(cell["best"], score)
+            cell["sum"] += value_score
+            cell["best"] = max(cell["best"], value_score)
             if record.get("flops_m") is not None:
                 cell["flops"] += record["flops_m"]
                 cell["n_flops"] += 1
@@ -106,7 +106,7 @@ def ridge_weights(
         return {dim: {str(v): 0.0 for v in values} for dim, values in space.dimensions.items()}
     columns = [(dim, str(v)) for dim, values in space.dimensions.items() for v in values]
     x = np.array([space.encode(space.parse(r["arch"])) for r in records], dtype=float)
-    y = np.array([r[f"{objective}_acc"] for r in records])
+    y = np.array([score(r, objective) for r in records])
     y = np.maximum(y, np.median(y))
     y = y - y.mean()
     coef = np.linalg.solve(x.T @ x + penalty * np.eye(x.shape[1]), x.T @ y)

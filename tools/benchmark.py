@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import Evaluator, Metrics
+from collm_nas.tools.data import DataFileError, find_data_file
 from pydantic import BaseModel
-
-from spaces import get_space
-from tools.data import DataFileError, find_data_file
 
 NB201_FILE = "nb201.csv"
 NB201_ROWS = 15625
@@ -23,22 +22,12 @@ HOW_TO_GET_NB201 = (
 )
 
 
-@dataclass(frozen=True)
-class Metrics:
-    """Accuracies in percent. The search reads `valid_acc` (or `test_acc` under objective=test)."""
-
-    valid_acc: float
-    test_acc: float
-    predicted: bool = False
-
-    def score(self, objective: str) -> float:
-        return self.valid_acc if objective == "valid" else self.test_acc
-
-
-class NB201Benchmark:
+class NB201Benchmark(Evaluator):
     """Looks up the 200-epoch NAS-Bench-201 accuracies of a cell on one dataset."""
 
     kind = "benchmark"
+    thread_safe = True  # read-only dict lookups
+    cheap = True
 
     def __init__(self, dataset: str, table: dict[str, tuple[float, ...]]):
         if dataset not in NB201_DATASETS:

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from collm_nas.spaces import IllegalArchitecture, SearchSpace
+from collm_nas.spaces.evaluation import Metrics, score
+from collm_nas.tools.cost import Cost, CostLimit
 from pydantic import BaseModel
-
-from spaces import IllegalArchitecture, SearchSpace
-from tools.benchmark import Metrics
-from tools.cost import Cost, CostLimit
 
 Verdict = Literal["evaluated", "duplicate", "illegal", "over_limit", "budget_spent"]
 
@@ -100,7 +99,7 @@ class Ledger:
         return self.remaining <= 0
 
     def score(self, record: dict[str, Any]) -> float:
-        return record[f"{self.objective}_acc"]
+        return score(record, self.objective)
 
     def submit(self, candidate: Any, source: str = "") -> tuple[Verdict, dict[str, Any] | None]:
         """Check and (if new and allowed) evaluate a candidate; returns verdict and record."""

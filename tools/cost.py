@@ -16,11 +16,10 @@ from functools import cache
 from typing import Literal
 
 import torch
+from collm_nas.spaces import SearchSpace
+from collm_nas.tools.latency import latency_model
 from pydantic import BaseModel
 from torch.utils.flop_counter import FlopCounterMode
-
-from spaces import SearchSpace
-from tools.latency import latency_model
 
 CostKind = Literal["flops", "params", "latency"]
 COST_UNITS = {"flops": "M", "params": "M", "latency": "ms"}
@@ -107,7 +106,7 @@ def shared_cost_counter(
 ) -> CostCounter:
     """One counter (and so one cache) per space, dataset and latency setting for the process;
     `latency` adds the space's table latency, read through the data settings."""
-    from spaces import get_space
+    from collm_nas.spaces import get_space
 
     latency_of = latency_model(space_name, data_path) if latency else None
     return CostCounter(get_space(space_name), dataset, latency_of)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from collm_nas.errors import CollmNasError
 from platformdirs import user_cache_dir
 
 DATA_ENV = "COLLM_NAS_DATA"
 
 
-class DataFileError(FileNotFoundError):
+class DataFileError(CollmNasError, FileNotFoundError):
     """A data file is missing or unreadable; the message says where we looked and what to do."""
 
 

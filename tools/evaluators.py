@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tools.benchmark import load_nb201
+from collm_nas.tools.benchmark import load_nb201
 
 EVALUATOR_KINDS = {"nb201": ("benchmark",), "mobilenet": ("predictor", "supernet")}
 
@@ -33,10 +33,10 @@ def make_evaluator(
         if dataset != "imagenet":
             raise ValueError(f"unknown dataset {dataset!r} for mobilenet; choose 'imagenet'")
         if kind == "predictor":
-            from tools.predictor import OFAPredictorEvaluator
+            from collm_nas.tools.predictor import OFAPredictorEvaluator
 
             return OFAPredictorEvaluator(data_path)
-        from tools.supernet import load_supernet_evaluator
+        from collm_nas.tools.supernet import load_supernet_evaluator
 
         return load_supernet_evaluator(data_path, **dict(options))
     return load_nb201(dataset, data_path)

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from spaces.mobilenet import (
+from collm_nas.spaces.mobilenet import (
     BLOCKS_PER_STAGE,
     N_BLOCKS,
     RESOLUTIONS,
@@ -21,7 +20,7 @@ from spaces.mobilenet import (
     STAGE_STRIDES,
     MobileNetArch,
 )
-from tools.data import DataFileError, find_data_file
+from collm_nas.tools.data import DataFileError, find_data_file
 
 LATENCY_DEVICE = "note10"
 LATENCY_SPACES = ("mobilenet",)

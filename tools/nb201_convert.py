@@ -41,7 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.data import DataFileError
+from collm_nas.errors import CollmNasError
+from collm_nas.tools.data import DataFileError
 
 NB201_CELLS = 15625
 HP = "200"
@@ -105,7 +106,7 @@ _WHERE = (
 )
 
 
-class MissingConverterPackage(ImportError, ValueError):
+class MissingConverterPackage(CollmNasError, ImportError, ValueError):
     """The official API package needed to read the source is not installed."""
 
 
@@ -227,7 +228,7 @@ def _open_api(kind: str, path: Path) -> Any:
 
 
 def _row(api: Any, index: int, source: Path) -> dict[str, Any]:
-    from spaces import IllegalArchitecture, get_space
+    from collm_nas.spaces import IllegalArchitecture, get_space
 
     raw = api[index]
     space = get_space("nb201")
@@ -323,7 +324,7 @@ def _write_atomic(target: Path, rows: list[dict[str, Any]]) -> None:
 def _forget_cached_tables() -> None:
     """A table read earlier in this process may be the file just replaced."""
     try:
-        from tools.benchmark import read_nb201_table
+        from collm_nas.tools.benchmark import read_nb201_table
     except ImportError:
         return
     read_nb201_table.cache_clear()

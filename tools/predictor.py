@@ -14,13 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import Evaluator, Metrics
+from collm_nas.spaces.mobilenet import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, active_blocks
+from collm_nas.tools.data import DataFileError, find_data_file
 from pydantic import BaseModel
 from torch import nn
-
-from spaces import get_space
-from spaces.mobilenet import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, active_blocks
-from tools.benchmark import Metrics
-from tools.data import DataFileError, find_data_file
 
 PREDICTOR_FILE = "ofa/acc_predictor.pth"
 PREDICTOR_RESOLUTIONS = tuple(range(112, 225, 16))  # the 8 resolution slots of the encoding
@@ -104,10 +103,12 @@ def load_predictor_weights(path: str | Path | None = None) -> nn.Sequential:
     return model
 
 
-class OFAPredictorEvaluator:
+class OFAPredictorEvaluator(Evaluator):
     """Predicted ImageNet top-1 (percent) of OFA MobileNetV3 w1.2 subnets; marked `predicted`."""
 
     kind = "predictor"
+    thread_safe = True  # a forward pass of a fixed MLP under no_grad
+    cheap = True
 
     def __init__(self, path: str | Path | None = None):
         self.space = get_space("mobilenet")

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from collm_nas.spaces import SearchSpace
+from collm_nas.spaces.evaluation import score
+from collm_nas.tools.archive import ranked
 from pydantic import BaseModel
-
-from spaces import SearchSpace
-from tools.archive import ranked
 
 Weights = dict[str, dict[str, float]]  # dimension -> str(value) -> weight
 
@@ -380,7 +380,7 @@ def hit_threshold(records: list[dict[str, Any]], objective: str) -> float | None
     """The score a candidate must beat to count as a hit: the archive's top decile."""
     if not records:
         return None
-    return float(np.quantile([r[f"{objective}_acc"] for r in records], HIT_QUANTILE))
+    return float(np.quantile([score(r, objective) for r in records], HIT_QUANTILE))
 
 
 def score_candidates(

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from collm_nas.errors import CollmNasError
+from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import Evaluator, Metrics
+from collm_nas.spaces.mobilenet import NUM_CLASSES, extract_subnet, new_ofa_supernet
+from collm_nas.tools.data import DataFileError, find_data_file
 from pydantic import BaseModel
 from torch import nn
-
-from spaces import get_space
-from spaces.mobilenet import NUM_CLASSES, extract_subnet, new_ofa_supernet
-from tools.benchmark import Metrics
-from tools.data import DataFileError, find_data_file
 
 CHECKPOINT_FILE = "ofa/ofa_mbv3_d234_e346_k357_w1.2"
 VAL_DIR_ENV = "COLLM_NAS_IMAGENET_VAL"
@@ -40,11 +40,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class SupernetCheckpointError(ValueError):
+class SupernetCheckpointError(CollmNasError, ValueError):
     """The checkpoint is unreadable or belongs to another network."""
 
 
-class ImageFolderLayoutError(ValueError):
+class ImageFolderLayoutError(CollmNasError, ValueError):
     """The image folder is missing or not in ImageNet (ImageFolder) layout."""
 
 
@@ -222,10 +222,11 @@ def top1_accuracy(model: nn.Module, batches, device: str = "cpu") -> float:
 # --- the evaluator -------------------------------------------------------------------------
 
 
-class OFASupernetEvaluator:
+class OFASupernetEvaluator(Evaluator):
     """Top-1 of OFA MobileNetV3 w1.2 subnets with inherited weights and recalibrated BN."""
 
     kind = "supernet"
+    thread_safe = False  # `subnet` copies out of the one shared supernet
 
     def __init__(
         self,
