@@ -128,7 +128,7 @@ class SearchSpace(ABC):
                     f"missing {missing}, unknown {unknown}; a {self.name} architecture names "
                     f"exactly {list(self.dimensions)}"
                 )
-            return self.from_genes([obj[dim] for dim in self.dimensions])
+            return self.from_genes([self._choice(dim, obj[dim]) for dim in self.dimensions])
         if isinstance(obj, str):
             text = obj.strip()
             try:
@@ -138,13 +138,15 @@ class SearchSpace(ABC):
         raise IllegalArchitecture(f"cannot read a {self.name} architecture from a {type(obj).__name__}")
 
     def _key_fields(self, text: str) -> dict[str, Any]:
-        """The dimensions written in a default key (`dim=value,...`), each value as its choice."""
-        fields: dict[str, Any] = {}
-        for part in filter(None, text.split(",")):
-            dim, _, written = part.partition("=")
-            by_text = {str(value): value for value in self.dimensions.get(dim.strip(), ())}
-            fields[dim.strip()] = by_text.get(written.strip(), written.strip())
-        return fields
+        """The dimensions written in a default key (`dim=value,...`)."""
+        pairs = (part.partition("=") for part in text.split(",") if part)
+        return {dim.strip(): written.strip() for dim, _, written in pairs}
+
+    def _choice(self, dim: str, value: Any) -> Any:
+        """The allowed value written as `value` (`"16"` for 16), else `value` itself."""
+        if value in self.dimensions[dim]:
+            return value
+        return next((v for v in self.dimensions[dim] if str(v) == str(value).strip()), value)
 
     def dimension_groups(self, max_groups: int = 12) -> dict[str, list[str]]:
         """Dimensions as an LLM is asked about them: each on its own, or folded by name when

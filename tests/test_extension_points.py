@@ -114,6 +114,7 @@ def test_registered_space_uses_the_generic_genes_keys_and_parsing(registered):
     assert space.key(arch) == "width=8,act=tanh"
     assert space.parse(space.key(arch)) == arch == space.parse('{"width": 8, "act": "tanh"}')
     assert space.parse([8, "tanh"]) == arch and space.genes(arch) == (8, "tanh")
+    assert space.parse({"width": "8", "act": "tanh"}) == arch  # as an LLM may write it
     with pytest.raises(IllegalArchitecture, match="width = 5 is not allowed; choose one of 4, 8"):
         space.parse({"width": 5, "act": "relu"})
     with pytest.raises(IllegalArchitecture, match=r"missing \['act'\], unknown \['depth'\]"):
