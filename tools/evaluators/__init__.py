@@ -24,7 +24,7 @@ EVALUATOR_GROUP = "collm_nas.evaluators"
 EVALUATORS = Registry(EVALUATOR_GROUP, "evaluator")
 EvaluatorFactory = Callable[..., Evaluator]
 # Parallel `evaluate` branches ask for the evaluator at the same moment; one of them builds it.
-_building = threading.Lock()
+_building = threading.RLock()  # re-entrant: a factory may build another evaluator
 
 
 class WrongSpace(CollmNasError, ValueError):
