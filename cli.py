@@ -369,5 +369,25 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     _guarded(lambda: console.print(f"wrote {', '.join(str(p) for p in write_report(run_dir))}"))
 
 
+@app.command("spaces")
+def list_spaces(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+):
+    """List the installed search spaces: datasets, evaluators, cost limits, defaults."""
+    from collm_nas.spaces import space_facts, space_names
+
+    facts = [space_facts(name) for name in space_names()]
+    if as_json:
+        print(json.dumps(facts, indent=1))
+        return
+    for fact in facts:
+        if "error" in fact:
+            print(f"{fact['space']}: cannot be loaded: {fact['error']}")
+            continue
+        print(f"{fact['space']}: {fact['dimensions']} dimensions")
+        print(f"  datasets:    {fact['datasets'][0]} (default), {', '.join(fact['datasets'][1:])}".rstrip(", "))
+        print(f"  evaluators:  {fact['evaluators'][0]} (default), {', '.join(fact['evaluators'][1:])}".rstrip(", "))
+        print(f"  cost limits: {', '.join(fact['cost_kinds'])}")
+
 if __name__ == "__main__":
     app()

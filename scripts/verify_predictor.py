@@ -1,4 +1,4 @@
-"""Check OFA's accuracy predictor (tools/predictor.py) against what OFA itself printed and measured.
+"""Check OFA's accuracy predictor (tools/evaluators/predictor.py) against what OFA itself printed and measured.
 
     python scripts/verify_predictor.py [--data DIR] [--out results/ofa_predictor_check.md]
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from collm_nas.spaces import get_space  # noqa: E402
-from collm_nas.tools.predictor import OFAPredictorEvaluator, predictor_features  # noqa: E402
+from collm_nas.tools.evaluators.predictor import OFAPredictorEvaluator, predictor_features  # noqa: E402
 
 OFA_NOTEBOOK = (
     "github mit-han-lab/once-for-all `tutorial/ofa.ipynb` (commit 27b50bd1), Note10 25 ms search: "
@@ -93,7 +93,7 @@ def main() -> None:
     lines = ["# OFA accuracy predictor check", ""]
     lines += [
         "Predictor: `ofa/acc_predictor.pth` (OFA, han-cai/files), loaded by "
-        "`tools.predictor.OFAPredictorEvaluator`; values in percent. OFA trained it to predict "
+        "`tools.evaluators.predictor.OFAPredictorEvaluator`; values in percent. OFA trained it to predict "
         "top-1 on a 10k-image holdout split of the ImageNet *training* set, so it reads higher "
         "than official-validation accuracy.",
         "",

@@ -5,10 +5,16 @@ interface, so every method runs on every space.
 
 A space is a list of categorical *dimensions* (name -> allowed values). An architecture is a
 pydantic `Arch` whose fields are those dimensions; its JSON schema is what the Generator LLM fills.
+A space also declares, as class attributes, the facts the rest of the program reads: its
+`datasets` and evaluator kinds (`evaluators`; the first of each is the default) and the cost
+limits it supports (`cost_kinds`). Cost counting has hooks with defaults (`count_cost`,
+`cost_is_additive`). Where every dimension is one field of `Arch`, the generic `genes`,
+`from_genes`, `key` and `parse` below are all a space needs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -26,32 +32,23 @@ class IllegalArchitecture(CollmNasError, ValueError):
         self.reason = reason
 
 
+class UnknownDataset(CollmNasError, ValueError):
+    """A dataset the space does not declare; the message lists the ones it does."""
+
+
 class SearchSpace(ABC):
     """One search space: choices, canonical keys, parsing, sampling, encoding, real networks."""
 
     name: ClassVar[str]
     Arch: ClassVar[type[BaseModel]]
+    datasets: ClassVar[tuple[str, ...]]  # the first is the default
+    evaluators: ClassVar[tuple[str, ...]]  # evaluator kinds made for this space; the first is the default
+    cost_kinds: ClassVar[tuple[str, ...]] = ("flops", "params")  # what a cost limit may bound
 
     @property
     @abstractmethod
     def dimensions(self) -> dict[str, tuple[Any, ...]]:
         """Ordered design dimensions and the values each may take."""
-
-    @abstractmethod
-    def genes(self, arch: BaseModel) -> tuple[Any, ...]:
-        """The value of every dimension, in `dimensions` order."""
-
-    @abstractmethod
-    def from_genes(self, genes: tuple[Any, ...] | list[Any]) -> BaseModel:
-        """Inverse of `genes`; raises `IllegalArchitecture` on bad values."""
-
-    @abstractmethod
-    def key(self, arch: BaseModel) -> str:
-        """Canonical string: two encodings of the same network give the same key."""
-
-    @abstractmethod
-    def parse(self, obj: Any) -> BaseModel:
-        """Architecture from LLM output or user input; raises `IllegalArchitecture(reason)`."""
 
     @abstractmethod
     def build(self, arch: BaseModel, dataset: str) -> Any:
@@ -65,7 +62,91 @@ class SearchSpace(ABC):
     def describe(self) -> str:
         """Space knowledge for prompts: choices, representation, structure."""
 
+    # Facts and cost hooks with defaults.
+
+    def check_dataset(self, dataset: str) -> None:
+        """Raise `UnknownDataset` unless the space declares `dataset`."""
+        if dataset not in self.datasets:
+            raise UnknownDataset(
+                f"unknown dataset {dataset!r} for {self.name}; choose one of {', '.join(self.datasets)}"
+            )
+
+    def count_cost(self, arch: BaseModel, dataset: str) -> tuple[float, float] | None:
+        """(MFLOPs, M params) by the space's own published convention; None (the default):
+        count the network that `build` returns."""
+        return None
+
+    def cost_is_additive(self) -> bool:
+        """True when the cost is a base plus one term per gene, so a few full counts give every
+        architecture's cost (checked against full counts in the space's tests)."""
+        return False
+
     # Generic operations derived from the dimensions; spaces may override them.
+
+    def genes(self, arch: BaseModel) -> tuple[Any, ...]:
+        """The value of every dimension, in `dimensions` order (default: the `Arch` field of
+        the same name)."""
+        return tuple(getattr(arch, dim) for dim in self.dimensions)
+
+    def from_genes(self, genes: tuple[Any, ...] | list[Any]) -> BaseModel:
+        """Inverse of `genes`; raises `IllegalArchitecture` on bad values."""
+        genes = list(genes)
+        dims = self.dimensions
+        if len(genes) != len(dims):
+            raise IllegalArchitecture(
+                f"a {self.name} architecture has {len(dims)} values ({', '.join(dims)}), got {len(genes)}"
+            )
+        for (dim, values), value in zip(dims.items(), genes, strict=True):
+            if value not in values:
+                raise IllegalArchitecture(
+                    f"{dim} = {value!r} is not allowed; choose one of {', '.join(map(str, values))}"
+                )
+        return self.Arch(**dict(zip(dims, genes, strict=True)))
+
+    def key(self, arch: BaseModel) -> str:
+        """Canonical string: two encodings of the same network give the same key (default:
+        `dim=value` of the active genes, comma-separated)."""
+        return ",".join(
+            f"{dim}={value}"
+            for dim, value, active in zip(self.dimensions, self.genes(arch), self.active_genes(arch), strict=True)
+            if active
+        )
+
+    def parse(self, obj: Any) -> BaseModel:
+        """Architecture from LLM output or user input; raises `IllegalArchitecture(reason)`.
+
+        Default: an `Arch`, a dict by dimension name, a list of genes, a key, or JSON text."""
+        if isinstance(obj, self.Arch):
+            return obj
+        if isinstance(obj, (list, tuple)):
+            return self.from_genes(obj)
+        if isinstance(obj, dict):
+            missing = [dim for dim in self.dimensions if dim not in obj]
+            unknown = [str(name) for name in obj if name not in self.dimensions]
+            if missing or unknown:
+                raise IllegalArchitecture(
+                    f"missing {missing}, unknown {unknown}; a {self.name} architecture names "
+                    f"exactly {list(self.dimensions)}"
+                )
+            return self.from_genes([self._choice(dim, obj[dim]) for dim in self.dimensions])
+        if isinstance(obj, str):
+            text = obj.strip()
+            try:
+                return self.parse(json.loads(text))
+            except json.JSONDecodeError:
+                return self.parse(self._key_fields(text))
+        raise IllegalArchitecture(f"cannot read a {self.name} architecture from a {type(obj).__name__}")
+
+    def _key_fields(self, text: str) -> dict[str, Any]:
+        """The dimensions written in a default key (`dim=value,...`)."""
+        pairs = (part.partition("=") for part in text.split(",") if part)
+        return {dim.strip(): written.strip() for dim, _, written in pairs}
+
+    def _choice(self, dim: str, value: Any) -> Any:
+        """The allowed value written as `value` (`"16"` for 16), else `value` itself."""
+        if value in self.dimensions[dim]:
+            return value
+        return next((v for v in self.dimensions[dim] if str(v) == str(value).strip()), value)
 
     def dimension_groups(self, max_groups: int = 12) -> dict[str, list[str]]:
         """Dimensions as an LLM is asked about them: each on its own, or folded by name when

@@ -95,6 +95,9 @@ def active_blocks(d: list[int] | tuple[int, ...]) -> list[int]:
 class MobileNetSpace(SearchSpace):
     name = "mobilenet"
     Arch: ClassVar[type[BaseModel]] = MobileNetArch
+    datasets = DATASETS
+    evaluators = ("predictor", "supernet")
+    cost_kinds = ("flops", "params", "latency")  # latency: OFA's Samsung Note10 tables
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -309,7 +312,7 @@ class MobileNetSpace(SearchSpace):
     # --- networks ------------------------------------------------------------------------
 
     def input_shape(self, arch: MobileNetArch, dataset: str) -> tuple[int, ...]:
-        _check_dataset(dataset)
+        self.check_dataset(dataset)
         return (1, 3, arch.r, arch.r)
 
     @property
@@ -322,7 +325,7 @@ class MobileNetSpace(SearchSpace):
 
     def build(self, arch: MobileNetArch, dataset: str):
         """The real subnet of the (randomly initialised) supernet, weights copied out of it."""
-        _check_dataset(dataset)
+        self.check_dataset(dataset)
         supernet = self.supernet
         with self._lock:
             return extract_subnet(supernet, arch)
@@ -331,7 +334,7 @@ class MobileNetSpace(SearchSpace):
         """(MFLOPs, M params) at the subnet's resolution, OFA's convention; cached by key.
 
         Summed from cached per-part counts: identical to `count_cost_whole`, much faster."""
-        _check_dataset(dataset)
+        self.check_dataset(dataset)
         key = self.key(arch)
         if key not in self._cost_cache:
             self._cost_cache[key] = self.cost_at_resolution(arch, arch.r)
@@ -468,13 +471,6 @@ def _as_int(value: Any) -> Any:
 
 def _choices(values: tuple[int, ...]) -> str:
     return ", ".join(map(str, values))
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {dataset!r} for mobilenet; choose one of {list(DATASETS)}"
-        )
 
 
 # --- the OFA supernet (package `ofa`, imported on first use) -------------------------------

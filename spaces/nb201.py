@@ -45,9 +45,13 @@ class NB201Arch(BaseModel):
 class NB201Space(SearchSpace):
     name = "nb201"
     Arch: ClassVar[type[BaseModel]] = NB201Arch
-    # Every edge's operation is its own module and the cell's sums count no FLOPs, so a cell's
-    # cost is a base plus one term per edge (checked against full counts in the tests).
-    cost_is_additive = True
+    datasets = tuple(DATASETS)
+    evaluators = ("benchmark",)
+
+    def cost_is_additive(self) -> bool:
+        # Every edge's operation is its own module and the cell's sums count no FLOPs, so a
+        # cell's cost is a base plus one term per edge (checked against full counts in the tests).
+        return True
 
     @property
     def dimensions(self) -> dict[str, tuple[str, ...]]:
@@ -117,11 +121,13 @@ class NB201Space(SearchSpace):
         return self.from_genes([named[edge] for edge in EDGES])
 
     def input_shape(self, arch: NB201Arch, dataset: str) -> tuple[int, ...]:
-        _, size = _dataset_info(dataset)
+        self.check_dataset(dataset)
+        _, size = DATASETS[dataset]
         return (1, 3, size, size)
 
     def build(self, arch: NB201Arch, dataset: str) -> nn.Module:
-        num_classes, _ = _dataset_info(dataset)
+        self.check_dataset(dataset)
+        num_classes, _ = DATASETS[dataset]
         return NB201Network(self.genes(arch), num_classes)
 
     def describe(self) -> str:
@@ -144,12 +150,6 @@ class NB201Space(SearchSpace):
             '"edge_3_1": "<op>", "edge_3_2": "<op>"}; the benchmark string form is '
             "|<edge_1_0>~0|+|<edge_2_0>~0|<edge_2_1>~1|+|<edge_3_0>~0|<edge_3_1>~1|<edge_3_2>~2|."
         )
-
-
-def _dataset_info(dataset: str) -> tuple[int, int]:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r} for nb201; choose one of {list(DATASETS)}")
-    return DATASETS[dataset]
 
 
 # --- the NAS-Bench-201 network ------------------------------------------------------------

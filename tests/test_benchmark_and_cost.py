@@ -3,9 +3,9 @@ import random
 
 import pytest
 from collm_nas.spaces import get_space
-from collm_nas.tools.benchmark import NB201_ROWS, load_nb201, read_nb201_table
 from collm_nas.tools.cost import CostCounter
 from collm_nas.tools.data import DataFileError
+from collm_nas.tools.evaluators.benchmark import NB201_ROWS, load_nb201, read_nb201_table
 
 
 @pytest.fixture(scope="module")

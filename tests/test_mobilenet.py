@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from collm_nas.spaces import SPACE_NAMES, IllegalArchitecture, get_space
+from collm_nas.spaces import IllegalArchitecture, get_space, space_names
 from collm_nas.spaces.base import SearchSpace
 from collm_nas.spaces.mobilenet import MobileNetArch, active_blocks
 from collm_nas.tools.data import DataFileError
@@ -69,7 +69,7 @@ def arch_with(base: dict, **changes) -> dict:
 
 
 def test_registered_with_46_categorical_dimensions(space):
-    assert "mobilenet" in SPACE_NAMES and space.name == "mobilenet"
+    assert "mobilenet" in space_names() and space.name == "mobilenet"
     dims = space.dimensions
     assert len(dims) == 46 and list(dims)[:2] == ["r", "d_0"]
     arch = space.parse(OFA_TUTORIAL_NOTE10)
@@ -207,7 +207,7 @@ def test_built_subnet_matches_torch_multiply_accumulates(space):
 
 @pytest.fixture(scope="module")
 def predictor():
-    from collm_nas.tools.predictor import OFAPredictorEvaluator
+    from collm_nas.tools.evaluators.predictor import OFAPredictorEvaluator
 
     return OFAPredictorEvaluator()
 
@@ -235,7 +235,7 @@ def test_predictor_ignores_inactive_blocks(predictor):
 @needs_ofa
 def test_encoding_equals_ofa_spec2feats(space):
     import ofa
-    from collm_nas.tools.predictor import predictor_features
+    from collm_nas.tools.evaluators.predictor import predictor_features
 
     # The tutorial package's __init__ imports extras (gdown); load the one module directly.
     path = Path(ofa.__file__).parent / "tutorial" / "accuracy_predictor.py"
@@ -251,7 +251,7 @@ def test_encoding_equals_ofa_spec2feats(space):
 
 def test_missing_predictor_names_every_path_tried(tmp_path, monkeypatch):
     from collm_nas.tools import data
-    from collm_nas.tools.predictor import OFAPredictorEvaluator
+    from collm_nas.tools.evaluators.predictor import OFAPredictorEvaluator
 
     monkeypatch.setenv("COLLM_NAS_DATA", str(tmp_path / "env"))
     monkeypatch.setattr(data, "user_data_dir", lambda: tmp_path / "cache")
@@ -264,7 +264,7 @@ def test_missing_predictor_names_every_path_tried(tmp_path, monkeypatch):
 
 
 def test_a_file_that_is_not_the_predictor_is_rejected(tmp_path):
-    from collm_nas.tools.predictor import OFAPredictorEvaluator
+    from collm_nas.tools.evaluators.predictor import OFAPredictorEvaluator
 
     wrong = torch.nn.Sequential(torch.nn.Linear(100, 400), torch.nn.ReLU(), torch.nn.Linear(400, 1))
     torch.save(wrong.state_dict(), tmp_path / "wrong.pth")
@@ -281,9 +281,9 @@ def test_a_file_that_is_not_the_predictor_is_rejected(tmp_path):
 def test_factory_and_baselines_run_on_the_predictor(space):
     from collm_nas.evals.baselines import BASELINES
     from collm_nas.tools.coordinator import Ledger
-    from collm_nas.tools.evaluators import EVALUATOR_KINDS, make_evaluator
+    from collm_nas.tools.evaluators import make_evaluator
 
-    assert EVALUATOR_KINDS["mobilenet"] == ("predictor", "supernet")
+    assert space.evaluators == ("predictor", "supernet")
     evaluator = make_evaluator("mobilenet", "imagenet", "predictor")
     assert evaluator.kind == "predictor"
     with pytest.raises(ValueError, match="choose one of"):
@@ -330,7 +330,7 @@ def random_supernet():
 
 @needs_ofa
 def test_supernet_pipeline_recalibrates_bn_and_measures_top1(image_folder, random_supernet):
-    from collm_nas.tools.supernet import OFASupernetEvaluator
+    from collm_nas.tools.evaluators.supernet import OFASupernetEvaluator
 
     evaluator = OFASupernetEvaluator(
         image_folder, supernet=random_supernet, calib_images=6, batch_size=12,
@@ -351,7 +351,7 @@ def test_supernet_pipeline_recalibrates_bn_and_measures_top1(image_folder, rando
 
 
 def test_recalibration_uses_the_batch_statistics():
-    from collm_nas.tools.supernet import recalibrate_batchnorm
+    from collm_nas.tools.supernet_eval import recalibrate_batchnorm
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.BatchNorm2d(5, momentum=0.1))
     images = torch.randn(8, 3, 10, 10)
@@ -367,7 +367,7 @@ def test_recalibration_uses_the_batch_statistics():
 @needs_ofa
 def test_checkpoint_of_another_supernet_is_rejected(tmp_path, random_supernet):
     from collm_nas.spaces.mobilenet import new_ofa_supernet
-    from collm_nas.tools.supernet import SupernetCheckpointError, load_supernet_checkpoint
+    from collm_nas.tools.evaluators.supernet import SupernetCheckpointError, load_supernet_checkpoint
     from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 
     w10 = OFAMobileNetV3(ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4],
@@ -395,7 +395,8 @@ def test_checkpoint_of_another_supernet_is_rejected(tmp_path, random_supernet):
 
 @needs_ofa
 def test_validation_folder_layout_errors(tmp_path, image_folder, random_supernet):
-    from collm_nas.tools.supernet import ImageFolderLayoutError, OFASupernetEvaluator
+    from collm_nas.tools.evaluators.supernet import OFASupernetEvaluator
+    from collm_nas.tools.supernet_eval import ImageFolderLayoutError
 
     def make(folder, **kwargs):
         return OFASupernetEvaluator(folder, supernet=random_supernet, **kwargs)

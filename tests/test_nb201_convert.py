@@ -361,7 +361,7 @@ def test_cli_reports_a_missing_source(tmp_path):
 
 
 def test_output_reads_through_the_project_loader(tmp_path, monkeypatch):
-    import collm_nas.tools.benchmark as benchmark
+    import collm_nas.tools.evaluators.benchmark as benchmark
     from collm_nas.spaces import get_space
 
     target = tmp_path / "nb201.csv"

@@ -5,7 +5,7 @@ device (shapes only, no arithmetic). Convention (the one of the NAS-Bench-201 re
 one FLOP per multiply-accumulate of convolutions and linear layers, one per window element of
 average pooling, two per element of batch norm, one per element of ReLU and of global-average
 pooling. torch counts a multiply-accumulate as 2 FLOPs, so every formula here is doubled and the
-total halved. A space with its own published convention (OFA) provides `count_cost` instead.
+total halved. A space with its own published convention (OFA) overrides `SearchSpace.count_cost`.
 """
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ class CostCounter:
     def __call__(self, arch: BaseModel) -> Cost:
         key = self.space.key(arch)
         if key not in self._cache:
-            own_count = getattr(self.space, "count_cost", None)
+            own_count = self.space.count_cost(arch, self.dataset)
             if own_count is not None:  # a space with its own published counting convention
-                flops_m, params_m = own_count(arch, self.dataset)
+                flops_m, params_m = own_count
                 self._cache[key] = Cost(flops_m=flops_m, params_m=params_m)
-            elif getattr(self.space, "cost_is_additive", False):
+            elif self.space.cost_is_additive():
                 self._cache[key] = self._additive(arch)
             else:
                 self._cache[key] = self.count(arch)

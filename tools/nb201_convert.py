@@ -324,7 +324,7 @@ def _write_atomic(target: Path, rows: list[dict[str, Any]]) -> None:
 def _forget_cached_tables() -> None:
     """A table read earlier in this process may be the file just replaced."""
     try:
-        from collm_nas.tools.benchmark import read_nb201_table
+        from collm_nas.tools.evaluators.benchmark import read_nb201_table
     except ImportError:
         return
     read_nb201_table.cache_clear()

@@ -10,22 +10,30 @@ both `valid_acc` and `test_acc` (one image set).
 
 Calibration images come from `calib_dir` (OFA uses the ImageNet *train* folder); by default the
 validation folder itself, which is simpler but lets validation images shape the BN statistics.
+The generic parts (image folders, loaders, BN recalibration, top-1) are `tools/supernet_eval.py`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from collm_nas.errors import CollmNasError
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SearchSpace, get_space
 from collm_nas.spaces.evaluation import Evaluator, Metrics
-from collm_nas.spaces.mobilenet import NUM_CLASSES, extract_subnet, new_ofa_supernet
+from collm_nas.spaces.mobilenet import NUM_CLASSES, MobileNetSpace, extract_subnet, new_ofa_supernet
 from collm_nas.tools.data import DataFileError, find_data_file
+from collm_nas.tools.evaluators import require_space
+from collm_nas.tools.supernet_eval import (
+    calibration_transform,
+    check_image_folder,
+    eval_transform,
+    image_loader,
+    recalibrate_batchnorm,
+    top1_accuracy,
+)
 from pydantic import BaseModel
 from torch import nn
 
@@ -36,16 +44,10 @@ HOW_TO_GET_CHECKPOINT = (
     "ofa/ofa_nets/, also fetched by `ofa.model_zoo.ofa_net`) and save the file as "
     f"<data dir>/{CHECKPOINT_FILE}, or pass its path."
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SupernetCheckpointError(CollmNasError, ValueError):
     """The checkpoint is unreadable or belongs to another network."""
-
-
-class ImageFolderLayoutError(CollmNasError, ValueError):
-    """The image folder is missing or not in ImageNet (ImageFolder) layout."""
 
 
 # --- checkpoint ----------------------------------------------------------------------------
@@ -114,111 +116,6 @@ def load_supernet_checkpoint(supernet: nn.Module, path: str | Path) -> None:
     nn.Module.load_state_dict(supernet, resolved, strict=True)
 
 
-# --- image folders -------------------------------------------------------------------------
-
-
-def check_image_folder(
-    path: str | Path, classes: int = NUM_CLASSES, allow_fewer_classes: bool = False
-) -> list[str]:
-    """Class folder names of an ImageNet-layout folder, or a clear `ImageFolderLayoutError`."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    root = Path(path).expanduser()
-    layout = f"expected ImageNet layout {root}/<class folder, e.g. n01440764>/<image>.JPEG"
-    if not root.is_dir():
-        raise ImageFolderLayoutError(f"image folder {root} does not exist; {layout}")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        loose = [p for p in root.iterdir() if p.suffix.lower() in IMG_EXTENSIONS]
-        hint = f" (it holds {len(loose)} images directly)" if loose else ""
-        raise ImageFolderLayoutError(f"{root} has no class subfolders{hint}; {layout}")
-    empty = [
-        f for f in folders
-        if not any(p.suffix.lower() in IMG_EXTENSIONS for p in (root / f).rglob("*"))
-    ]
-    if empty:
-        raise ImageFolderLayoutError(
-            f"{len(empty)} class folders of {root} hold no images (e.g. {empty[:3]}); {layout}"
-        )
-    if len(folders) > classes or (len(folders) < classes and not allow_fewer_classes):
-        raise ImageFolderLayoutError(
-            f"{root} has {len(folders)} class folders; the supernet classifies {classes} ImageNet "
-            "classes, so the folder needs exactly one subfolder per class"
-            + ("" if len(folders) > classes else
-               " (to evaluate on fewer classes whose folders are the first ones in ImageNet's "
-               "sorted order, set allow_fewer_classes)")
-        )
-    return folders
-
-
-def _eval_transform(resolution: int):
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.Resize(int(math.ceil(resolution / 0.875))),
-        transforms.CenterCrop(resolution),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def _calibration_transform(resolution: int):
-    from torchvision import transforms
-
-    return transforms.Compose([
-        transforms.RandomResizedCrop(resolution),
-        transforms.RandomHorizontalFlip(),
-        transforms.ColorJitter(brightness=32.0 / 255.0, saturation=0.5),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-# --- BN recalibration and top-1 ------------------------------------------------------------
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches, device: str = "cpu") -> int:
-    """Replace every BatchNorm's running statistics by their average over `batches`.
-
-    Resets the statistics, forwards in train mode without gradients with a cumulative average
-    (momentum None), then restores each layer's momentum and puts the model in eval mode.
-    Returns the number of images seen.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    seen = 0
-    try:
-        for images, _ in batches:
-            model(images.to(device))
-            seen += len(images)
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        model.eval()
-    if seen == 0:
-        raise ValueError("BatchNorm recalibration got no images")
-    return seen
-
-
-@torch.no_grad()
-def top1_accuracy(model: nn.Module, batches, device: str = "cpu") -> float:
-    """Top-1 accuracy in percent of `model` (eval mode) over `batches` of (images, labels)."""
-    model.eval()
-    correct = total = 0
-    for images, labels in batches:
-        logits = model(images.to(device))
-        correct += int((logits.argmax(1).cpu() == labels).sum())
-        total += len(labels)
-    if total == 0:
-        raise ValueError("no validation images to evaluate")
-    return 100.0 * correct / total
-
-
 # --- the evaluator -------------------------------------------------------------------------
 
 
@@ -273,20 +170,6 @@ class OFASupernetEvaluator(Evaluator):
         self.supernet = supernet.eval()
         self._cache: dict[str, Metrics] = {}
 
-    def _loader(self, folder: Path, transform, count: int | None, shuffle_seed: int):
-        from torchvision.datasets import ImageFolder
-
-        dataset = ImageFolder(str(folder), transform=transform)
-        if count is not None and count < len(dataset):
-            rng = np.random.default_rng(shuffle_seed)
-            indices = sorted(rng.choice(len(dataset), size=count, replace=False).tolist())
-            dataset = torch.utils.data.Subset(dataset, indices)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-            pin_memory=self.device.startswith("cuda"),
-            generator=torch.Generator().manual_seed(shuffle_seed),
-        )
-
     def subnet(self, arch: BaseModel) -> nn.Module:
         """The architecture's subnet with inherited weights (before BN recalibration)."""
         return extract_subnet(self.supernet, self.space.parse(arch))
@@ -295,8 +178,9 @@ class OFASupernetEvaluator(Evaluator):
         """The subnet on the evaluator's device with BN statistics recalibrated (eval mode)."""
         arch = self.space.parse(arch)
         model = self.subnet(arch).to(self.device)
-        calibration = self._loader(
-            self.calib_dir, _calibration_transform(arch.r), self.calib_images, self.seed
+        calibration = image_loader(
+            self.calib_dir, calibration_transform(arch.r), self.calib_images, self.seed,
+            self.batch_size, self.num_workers, self.device,
         )
         # Fixed augmentation randomness per run, without disturbing the caller's RNG.
         with torch.random.fork_rng(devices=[]):
@@ -309,8 +193,9 @@ class OFASupernetEvaluator(Evaluator):
         key = self.space.key(arch)
         if key not in self._cache:
             model = self.calibrated_subnet(arch)
-            validation = self._loader(
-                self.val_dir, _eval_transform(arch.r), self.val_images, self.seed + 1
+            validation = image_loader(
+                self.val_dir, eval_transform(arch.r), self.val_images, self.seed + 1,
+                self.batch_size, self.num_workers, self.device,
             )
             top1 = top1_accuracy(model, validation, self.device)
             self._cache[key] = Metrics(valid_acc=top1, test_acc=top1)
@@ -332,3 +217,13 @@ def load_supernet_evaluator(data_path: str | None = None, **settings: Any) -> OF
             f"val/<wnid>/<image>.JPEG): pass val_dir or set {VAL_DIR_ENV}"
         )
     return OFASupernetEvaluator(val_dir, **settings)
+
+
+def supernet_evaluator(
+    space: SearchSpace, dataset: str, data_path: str | None = None, **settings: Any
+) -> OFASupernetEvaluator:
+    """The `supernet` evaluator kind (entry point in pyproject.toml); `settings` as for
+    `load_supernet_evaluator`."""
+    require_space(space, MobileNetSpace, "supernet")
+    space.check_dataset(dataset)
+    return load_supernet_evaluator(data_path, **settings)

@@ -7,14 +7,16 @@ import math
 from functools import cache
 from pathlib import Path
 
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SearchSpace, get_space
 from collm_nas.spaces.evaluation import Evaluator, Metrics
+from collm_nas.spaces.nb201 import NB201Space
 from collm_nas.tools.data import DataFileError, find_data_file
+from collm_nas.tools.evaluators import require_space
 from pydantic import BaseModel
 
 NB201_FILE = "nb201.csv"
 NB201_ROWS = 15625
-NB201_DATASETS = ("cifar10", "cifar100", "imagenet16")
+NB201_DATASETS = NB201Space.datasets  # also the order of the table's columns
 HOW_TO_GET_NB201 = (
     "Get NAS-Bench-201 (NAS-Bench-201-v1_1-096897.pth, github D-X-Y/NAS-Bench-201) or the "
     "NATS-Bench topology file (NATS-tss-v1_0-3ffb9-simple, github D-X-Y/NATS-Bench) and convert "
@@ -29,13 +31,9 @@ class NB201Benchmark(Evaluator):
     thread_safe = True  # read-only dict lookups
     cheap = True
 
-    def __init__(self, dataset: str, table: dict[str, tuple[float, ...]]):
-        if dataset not in NB201_DATASETS:
-            raise ValueError(
-                f"unknown dataset {dataset!r} for nb201; choose one of {', '.join(NB201_DATASETS)}"
-            )
+    def __init__(self, space: NB201Space, dataset: str, table: dict[str, tuple[float, ...]]):
         self.dataset = dataset
-        self.space = get_space("nb201")
+        self.space = space
         column = NB201_DATASETS.index(dataset)
         self._acc = {key: (row[2 * column], row[2 * column + 1]) for key, row in table.items()}
 
@@ -55,13 +53,18 @@ class NB201Benchmark(Evaluator):
         return scores[max(0, int(share * len(scores)) - 1)]
 
 
+def benchmark_evaluator(
+    space: SearchSpace, dataset: str, data_path: str | None = None
+) -> NB201Benchmark:
+    """The `benchmark` evaluator kind: NAS-Bench-201 lookups (entry point in pyproject.toml)."""
+    require_space(space, NB201Space, "benchmark")
+    space.check_dataset(dataset)
+    return NB201Benchmark(space, dataset, read_nb201_table(str(data_path) if data_path else None))
+
+
 def load_nb201(dataset: str, path: str | Path | None = None) -> NB201Benchmark:
     """The NB201 evaluator for `dataset`, reading the table found by the data settings."""
-    if dataset not in NB201_DATASETS:
-        raise ValueError(
-            f"unknown dataset {dataset!r} for nb201; choose one of {', '.join(NB201_DATASETS)}"
-        )
-    return NB201Benchmark(dataset, read_nb201_table(str(path) if path else None))
+    return benchmark_evaluator(get_space("nb201"), dataset, str(path) if path else None)
 
 
 @cache

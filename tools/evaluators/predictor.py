@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from collm_nas.spaces import get_space
+from collm_nas.spaces import SearchSpace, get_space
 from collm_nas.spaces.evaluation import Evaluator, Metrics
-from collm_nas.spaces.mobilenet import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, active_blocks
+from collm_nas.spaces.mobilenet import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, MobileNetSpace, active_blocks
 from collm_nas.tools.data import DataFileError, find_data_file
+from collm_nas.tools.evaluators import require_space
 from pydantic import BaseModel
 from torch import nn
 
@@ -126,3 +127,12 @@ class OFAPredictorEvaluator(Evaluator):
         accuracy = self.predict([arch])[0]
         return Metrics(valid_acc=accuracy, test_acc=accuracy, predicted=True)
 
+
+
+def predictor_evaluator(
+    space: SearchSpace, dataset: str, data_path: str | None = None
+) -> OFAPredictorEvaluator:
+    """The `predictor` evaluator kind (entry point in pyproject.toml)."""
+    require_space(space, MobileNetSpace, "predictor")
+    space.check_dataset(dataset)
+    return OFAPredictorEvaluator(data_path)
