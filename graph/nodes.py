@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from collm_nas.agents import generator, navigator, single_llm, steering
-from collm_nas.graph.context import SearchSettings, uses_llm
+from collm_nas.graph.context import Mode, SearchSettings, uses_llm
 from collm_nas.graph.state import EvaluationTask, SearchState
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import Metrics, score
@@ -28,8 +28,10 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-# The step each round starts with, per mode: the one place a mode is turned into behaviour.
-FIRST_NODE = {
+Start = Literal["steer", "propose", "navigate", "reflect_and_generate"]
+# The step each round starts with, per mode: all the graph needs to know of a mode (besides
+# `uses_llm`, which skips `measure_llm`).
+FIRST_NODE: dict[Mode, Start] = {
     "collm": "steer",
     "collm-nollm": "propose",
     "paper": "navigate",
@@ -76,8 +78,8 @@ def steer(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any
     space = get_space(settings.space)
     records = state.get("archive", [])
     statistics = stats_text(space, dimension_stats(space, records, settings.objective))
-    return steering.steer(state, settings, statistics, round(100 * TOP_FRACTION),
-                          ranked(records, settings.objective))
+    return steering.steer(state, settings, statistics=statistics,
+                          top_percent=round(100 * TOP_FRACTION), ranked=ranked(records, settings.objective))
 
 
 def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
@@ -197,9 +199,6 @@ def record_round(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[s
 
 
 # --- routers -------------------------------------------------------------------------------
-
-
-Start = Literal["steer", "propose", "navigate", "reflect_and_generate"]
 
 
 def route_start(state: SearchState, runtime: Runtime[SearchSettings]) -> Start:
