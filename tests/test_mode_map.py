@@ -54,7 +54,9 @@ def nodes_run(s: SearchSettings) -> list[str]:
     ran: list[str] = []
     for chunk in graph.stream({}, {"configurable": {"thread_id": "t"}}, context=s,
                               stream_mode="updates"):
-        ran.extend(node for node in chunk if not ran or ran[-1] != node)
+        for node in chunk:
+            if not ran or ran[-1] != node:  # a round's parallel evaluations count once
+                ran.append(node)
     return ran
 
 
