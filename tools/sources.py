@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from collm_nas.spaces import SearchSpace
-from collm_nas.spaces.evaluation import score
+from collm_nas.spaces.evaluation import Evaluator, score
 from collm_nas.tools.archive import ranked, ridge_weights
 from pydantic import BaseModel
 
@@ -467,7 +467,7 @@ def rule_batch(inputs: RoundInputs, sources: Iterable[str], size: int) -> list[B
 
 
 def compare_with_rule(
-    evaluator, objective: str, llm_archs: list[BaseModel], rule_archs: list[BaseModel]
+    evaluator: Evaluator, objective: str, llm_archs: list[BaseModel], rule_archs: list[BaseModel]
 ) -> dict[str, Any]:
     """Both sides scored on a cheap evaluator, a hit being the space's top TOP_SHARE."""
     threshold = evaluator.top_threshold(objective, TOP_SHARE)
