@@ -198,7 +198,7 @@ def search(
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
     evaluator: Annotated[str | None, typer.Option(help="benchmark | predictor | supernet")] = None,
     llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles) | none (no LLM)")] = "local",
-    mode: Annotated[str, typer.Option(help="collm (statistics-steered) | paper (Algorithm 1)")] = "collm",
+    mode: Annotated[str, typer.Option(help="collm (statistics-steered) | collm-nollm (no LLM, as --llm none) | paper (Algorithm 1) | sillm (as --single-llm)")] = "collm",
     sources: Annotated[str | None, typer.Option(help="code candidate sources, comma-separated")] = None,
     navigator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Navigator")] = None,
     generator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Generator")] = None,
@@ -217,14 +217,14 @@ def search(
     seed: Annotated[int, typer.Option()] = 0,
     navigator_memory: Annotated[bool, typer.Option("--navigator-memory/--no-navigator-memory")] = True,
     generator_memory: Annotated[bool, typer.Option("--generator-memory/--no-generator-memory")] = False,
-    single_llm: Annotated[bool, typer.Option("--single-llm", help="SiLLM-NAS variant")] = False,
+    single_llm: Annotated[bool, typer.Option("--single-llm", help="SiLLM-NAS variant (as --mode sillm)")] = False,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default runs/<id>)")] = None,
     resume: Annotated[str | None, typer.Option(help="continue the stopped run with this id")] = None,
     fake_script: Annotated[Path | None, typer.Option(hidden=True, help="tests: JSON list of replies for --llm fake")] = None,
 ):
     """Run a CoLLM-NAS search (or resume one) and write its run folder."""
-    from collm_nas.graph.context import SearchSettings
+    from collm_nas.graph.context import SearchSettings, uses_llm
     from collm_nas.graph.run import load_run_settings, run_search
 
     def body():
@@ -239,8 +239,8 @@ def search(
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
             limit = cost_limit(max_flops, max_params, max_latency)
-            use_llm = llm != "none"
-            base = {"backend": llm if use_llm else "local", "temperature": temperature}
+            chosen = search_mode(mode, llm, single_llm)
+            base = {"backend": llm if uses_llm(chosen) else "local", "temperature": temperature}
             if llm in ("openai", "vllm") and not model:
                 raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
             if model:
@@ -262,7 +262,7 @@ def search(
                 navigator_llm=llm_spec(navigator_llm, defaults),
                 generator_llm=llm_spec(generator_llm, defaults),
                 navigator_memory=navigator_memory, generator_memory=generator_memory,
-                single_llm=single_llm, seed=seed, mode=mode, use_llm=use_llm,
+                seed=seed, mode=chosen,
                 **({"sources": _split(sources)} if sources else {}),
             )
             check_search_inputs(settings)
@@ -276,6 +276,20 @@ def search(
         print((folder / "summary.md").read_text())
 
     _guarded(body)
+
+
+def search_mode(mode: str, llm: str, single_llm: bool) -> str:
+    """The mode `--mode` names, with `--llm none` (collm-nollm) and `--single-llm` (sillm) as
+    aliases."""
+    from collm_nas.graph.context import MODES
+
+    if mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    chosen = "sillm" if single_llm else mode
+    if llm == "none" and chosen not in ("collm", "collm-nollm"):  # only collm runs without it
+        raise UserError(f"mode {chosen!r} needs the LLM: the LLM-free loop is --mode collm-nollm "
+                        "(or --llm none)")
+    return "collm-nollm" if llm == "none" else chosen
 
 
 def check_search_inputs(settings) -> None:

@@ -1,15 +1,21 @@
-"""Calling a chat model and accounting for it: tokens, seconds, reasoning kept out of parsing."""
+"""Calling a chat model and accounting for it: tokens, seconds, reasoning kept out of parsing,
+and structured replies (bounded re-asks with the error text, then per-item salvage)."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+from collm_nas.agents.llm import LLMSettings, structured_model
 from collm_nas.errors import CollmNasError
-from langchain_core.messages import AIMessage, BaseMessage
+from collm_nas.prompts import render
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from pydantic import BaseModel
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 _THINK = re.compile(r"<think>(.*?)(</think>|$)", re.DOTALL)
 
@@ -78,3 +84,91 @@ def salvage_items(message: AIMessage | None, field: str) -> list[Any]:
         if isinstance(payload, list):
             return payload
     return []
+
+
+@dataclass
+class StructuredReply:
+    """One structured exchange: the accepted reply (if any), the items that could be read, and
+    every call made on the way."""
+
+    parsed: BaseModel | None
+    items: list[Any]  # architectures as proposed (parsed objects or raw dicts)
+    calls: list[dict[str, Any]]
+    transcript: list[BaseMessage]  # the messages added by this exchange
+    reasoning: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def remembered(self) -> list[BaseMessage]:
+        """What a conversation keeps of this exchange: the accepted answer only. Failed attempts
+        and re-asks stay out (they are in `calls`), so bad replies cannot pile up in memory."""
+        return self.transcript[-1:] if self.parsed is not None else []
+
+    def candidates(self, source: str) -> list[dict[str, Any]]:
+        """The proposed architectures as the state holds them (JSON values), tagged by source."""
+        return [{"arch": item.model_dump() if isinstance(item, BaseModel) else item, "source": source}
+                for item in self.items]
+
+
+class _BadReply(Exception):
+    pass
+
+
+def ask_structured(
+    model,
+    settings: LLMSettings,
+    schema: type[BaseModel],
+    messages: list[BaseMessage],
+    *,
+    role: str,
+    retries: int,
+    size: int,
+    iteration: int,
+    retry_prompt: str = "generator_retry",
+    items_field: str | None = "architectures",
+) -> StructuredReply:
+    """Ask for `schema`; on a bad reply re-ask with the error text, at most `retries` times.
+
+    `items_field` names the reply's list of architectures (None: the reply has none)."""
+    structured = structured_model(model, schema, settings)
+    reply = StructuredReply(parsed=None, items=[], calls=[], transcript=[])
+    conversation = list(messages)
+
+    def attempt() -> None:
+        out, seconds = timed_invoke(structured, conversation)
+        raw: AIMessage | None = out.get("raw")
+        error = out.get("parsing_error")
+        text, reasoning = split_reasoning(raw) if raw is not None else ("", "")
+        if reasoning:
+            reply.reasoning.append(reasoning)
+        reply.calls.append(
+            usage_record(role, raw, seconds, iteration=iteration, ok=error is None,
+                         error=str(error)[:300] if error else None)
+        )
+        if error is None:
+            reply.parsed, reply.error = out["parsed"], None
+            reply.items = list(getattr(reply.parsed, items_field)) if items_field else []
+            reply.transcript.append(AIMessage(content=reply.parsed.model_dump_json()))
+            return
+        reply.error = _short_error(error)
+        reply.items = salvage_items(raw, items_field) if items_field else []
+        retry = HumanMessage(content=render(retry_prompt, error=reply.error, candidates=size))
+        answer = AIMessage(content=text or str(getattr(raw, "tool_calls", "")))
+        conversation.extend([answer, retry])
+        reply.transcript.extend([answer, retry])
+        raise _BadReply(reply.error)
+
+    try:
+        for try_ in Retrying(
+            stop=stop_after_attempt(retries + 1), retry=retry_if_exception_type(_BadReply),
+            reraise=True,
+        ):
+            with try_:
+                attempt()
+    except _BadReply:
+        pass  # out of retries: go on with whatever items could be read
+    return reply
+
+
+def _short_error(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:600] + (" ..." if len(text) > 600 else "")

@@ -86,11 +86,6 @@ class LlamaRuntime:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
-def get_local_llama(model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None):
-    """The shared `llama_cpp.Llama` for these settings (loaded once per process)."""
-    return _runtime(model_path, n_ctx, n_threads or os.cpu_count() or 1).llama
-
-
 def get_local_runtime(model_path: str, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None) -> LlamaRuntime:
     return _runtime(model_path, n_ctx, n_threads or os.cpu_count() or 1)
 

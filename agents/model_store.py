@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -245,6 +245,3 @@ class _progress:
     def __exit__(self, *exc) -> None:
         self._bar.stop()
 
-
-def registered_models() -> Mapping[str, ModelSpec]:
-    return MODELS

@@ -137,12 +137,12 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
 
 METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
     **{name: _baseline_method(search) for name, search in BASELINES.items()},
-    "collm": _llm_method(),
+    "collm": _llm_method(mode="collm"),
     "collm-paper": _llm_method(mode="paper"),
-    "collm-nollm": _llm_method(use_llm=False),
-    "collm-navmem-off": _llm_method(navigator_memory=False),
+    "collm-nollm": _llm_method(mode="collm-nollm"),
+    "collm-navmem-off": _llm_method(mode="collm", navigator_memory=False),
     "collm-paper-genmem": _llm_method(mode="paper", generator_memory=True),
-    "sillm": _llm_method(single_llm=True),
+    "sillm": _llm_method(mode="sillm"),
 }
 LLM_FREE = {*BASELINES, "collm-nollm"}
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from collm_nas.agents.generator import ask_structured
+from collm_nas.agents.calls import ask_structured
 from collm_nas.agents.llm import LLMSettings, make_chat_model
 from collm_nas.evals.tables import ci_text
 from collm_nas.prompts import render

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from collm_nas.agents.navigator import record_cost
+from collm_nas.agents.briefing import record_cost
+from collm_nas.graph.context import mode_of, uses_llm
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import score
 from collm_nas.tools.cost import CostLimit
@@ -71,19 +72,16 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
         CostLimit(settings["cost_kind"], settings["max_cost"]).describe()
         if settings.get("cost_kind") else "none"
     )
-    if settings["single_llm"]:
-        roles = "single LLM"
-    elif settings.get("mode", "paper") == "collm":
-        roles = "statistics-steered Navigator"
-    else:
-        roles = "Navigator + Generator"
+    mode = mode_of(settings)
+    roles = {"collm": "statistics-steered Navigator", "paper": "Navigator + Generator",
+             "sillm": "single LLM"}.get(mode)
     lines = [
         f"# Search {summary['thread_id']}",
         "",
         f"- space / dataset / objective: {settings['space']} / {settings['dataset']} / {settings['objective']}",
         f"- LLMs ({roles}): navigator {settings['navigator_llm']['backend']}:{settings['navigator_llm']['model']}, "
         f"generator {settings['generator_llm']['backend']}:{settings['generator_llm']['model']}"
-        if settings.get("use_llm", True) else "- LLMs: none (the code sources alone)",
+        if uses_llm(mode) else "- LLMs: none (the code sources alone)",
         f"- memory: navigator {settings['navigator_memory']}, generator {settings['generator_memory']}",
         f"- cost limit: {limit}; budget {settings['budget']}; iteration limit {settings['iterations']}",
         f"- stop reason: {summary['stop_reason']}",

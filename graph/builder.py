@@ -1,24 +1,28 @@
 """The CoLLM-NAS graph, top to bottom like its picture.
 
-Each round starts with the mode's first step and ends in `record_round`:
+Each round starts with the mode's first step (`nodes.FIRST_NODE`) and ends in `record_round`:
 - collm (default):  steer (Navigator, statistics) -> propose (code sources) -> screen ...
-- collm, no LLM:    propose -> screen ...
+- collm-nollm:      propose -> screen ...
 - paper:            navigate (free-text strategy) -> generate (LLM Generator) -> screen ...
 - sillm:            reflect_and_generate -> screen ...
-screen_candidates -(Send per candidate)-> evaluate -> record_round -> next round | END.
+screen_candidates -> measure_llm (where an LLM acted and the evaluator is cheap: its candidates
+against the rule's, same state) -(Send per candidate)-> evaluate -> record_round -> next round | END.
 """
 
 from __future__ import annotations
 
 from collm_nas.graph.context import SearchSettings
 from collm_nas.graph.nodes import (
+    FIRST_NODE,
     evaluate,
     generate,
+    measure_llm,
     navigate,
     propose,
     record_round,
     reflect_and_generate,
     route_after_round,
+    route_after_screening,
     route_start,
     route_to_evaluation,
     screen_candidates,
@@ -36,17 +40,21 @@ def build_graph() -> StateGraph:
     builder.add_node(generate)
     builder.add_node(reflect_and_generate)
     builder.add_node(screen_candidates)
+    builder.add_node(measure_llm)
     builder.add_node(evaluate)
     builder.add_node(record_round)
 
-    starts = ["steer", "propose", "navigate", "reflect_and_generate"]
+    starts = list(FIRST_NODE.values())
     builder.add_conditional_edges(START, route_start, starts)
     builder.add_edge("steer", "propose")
     builder.add_edge("propose", "screen_candidates")
     builder.add_edge("navigate", "generate")
     builder.add_edge("generate", "screen_candidates")
     builder.add_edge("reflect_and_generate", "screen_candidates")
-    builder.add_conditional_edges("screen_candidates", route_to_evaluation, ["evaluate", "record_round"])
+    builder.add_conditional_edges(
+        "screen_candidates", route_after_screening, ["measure_llm", "evaluate", "record_round"]
+    )
+    builder.add_conditional_edges("measure_llm", route_to_evaluation, ["evaluate", "record_round"])
     builder.add_edge("evaluate", "record_round")
     builder.add_conditional_edges("record_round", route_after_round, [*starts, END])
     return builder

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from collm_nas.agents.llm import LLMSettings
 from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
 from collm_nas.tools.latency import check_latency_space
 from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 from pydantic import BaseModel, Field, model_validator
+
+Mode = Literal["collm", "collm-nollm", "paper", "sillm"]
+MODES: dict[str, str] = {
+    "collm": "the Navigator steers code-built candidates with the archive statistics",
+    "collm-nollm": "the same loop with the LLM removed (code sources only)",
+    "paper": "the paper's Algorithm 1 (free-text strategy, LLM Generator)",
+    "sillm": "SiLLM-NAS: one model reflects and generates",
+}
+# The flags that, with a two-valued `mode`, chose the mode before it was one setting.
+OLD_MODE_FLAGS = {"use_llm", "single_llm"}
+
+
+def uses_llm(mode: str) -> bool:
+    return mode != "collm-nollm"
+
+
+def mode_of(settings: dict[str, Any]) -> str:
+    """The mode of a settings dict, also of one written with the old `use_llm`/`single_llm`
+    flags (a run folder's config.json). Settings from before `mode` existed were the paper's loop."""
+    if not OLD_MODE_FLAGS & settings.keys():
+        return settings.get("mode", "collm")
+    if not settings.get("use_llm", True):
+        if settings.get("mode") == "paper":
+            raise ValueError("mode 'paper' needs the LLM: the LLM-free loop is mode 'collm-nollm'")
+        return "collm-nollm"
+    if settings.get("single_llm"):
+        return "sillm"
+    return settings.get("mode", "paper")
 
 
 class SearchSettings(BaseModel):
@@ -34,13 +62,9 @@ class SearchSettings(BaseModel):
     generator_llm: LLMSettings = Field(default_factory=LLMSettings)
     navigator_memory: bool = Field(True, description="the Navigator keeps its conversation")
     generator_memory: bool = Field(False, description="the Generator keeps its conversation")
-    single_llm: bool = Field(False, description="SiLLM-NAS: one model reflects and generates")
-    mode: Literal["collm", "paper"] = Field(
-        "collm",
-        description="collm: the Navigator steers code-built candidates with the archive "
-        "statistics; paper: the paper's Algorithm 1 (free-text strategy, LLM Generator)",
+    mode: Mode = Field(
+        "collm", description="; ".join(f"{name}: {text}" for name, text in MODES.items())
     )
-    use_llm: bool = Field(True, description="false: the same loop with the LLM removed")
     sources: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SOURCES),
         description=f"code candidate sources, from: {', '.join(RULE_SOURCES)}",
@@ -50,6 +74,14 @@ class SearchSettings(BaseModel):
         "(only with a benchmark or predictor evaluator)",
     )
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_from_old_flags(cls, data: Any) -> Any:
+        """Settings written before `mode` took four values (old run folders' config.json)."""
+        if isinstance(data, dict) and OLD_MODE_FLAGS & data.keys():
+            data = {k: v for k, v in data.items() if k not in OLD_MODE_FLAGS} | {"mode": mode_of(data)}
+        return data
 
     @model_validator(mode="after")
     def _limit_needs_kind(self) -> SearchSettings:
@@ -66,8 +98,6 @@ class SearchSettings(BaseModel):
             raise ValueError(
                 f"sources must be a non-empty list from {', '.join(RULE_SOURCES)}; got {self.sources}"
             )
-        if self.mode == "paper" and not self.use_llm:
-            raise ValueError("mode 'paper' needs the LLM: the LLM-free loop is mode 'collm' without it")
         return self
 
     def cost_limit(self) -> CostLimit | None:

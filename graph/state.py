@@ -17,6 +17,7 @@ class SearchState(TypedDict, total=False):
     generator_messages: Annotated[list[AnyMessage], add_messages]  # only with generator memory
     candidates: list[dict[str, Any]]  # this round's proposals: {"arch": raw, "source": ...}
     screened: list[dict[str, Any]]  # this round's passing candidates, before evaluation
+    novel: list[dict[str, Any]]  # this round's legal, new, allowed archs (the budget may cut some)
     archive: Annotated[list[dict[str, Any]], operator.add]  # every evaluated record
     round_results: Annotated[list[dict[str, Any]], operator.add]  # every verdict, every round
     best: dict[str, Any] | None

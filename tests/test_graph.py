@@ -163,7 +163,7 @@ def test_generator_is_stateless_by_default_and_keeps_memory_when_asked():
 def test_single_llm_variant_reflects_and_generates_in_one_call():
     replies = [json.dumps({"strategy": f"plan {i}", **json.loads(batch(*CELLS[3 * i:3 * i + 3]))})
                for i in range(3)]
-    s = settings([], iterations=3, single_llm=True,
+    s = settings([], iterations=3, mode="sillm",
                  navigator_llm=LLMSettings(backend="fake", script=replies))
     result = run_search(s)
     assert result.evaluations == 9 and result.llm["calls"] == 3

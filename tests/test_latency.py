@@ -118,7 +118,7 @@ def test_llm_free_search_keeps_every_evaluation_under_the_latency_limit(tmp_path
     from collm_nas.graph.run import run_search
 
     settings = SearchSettings(
-        space="mobilenet", dataset="imagenet", evaluator="predictor", use_llm=False,
+        space="mobilenet", dataset="imagenet", evaluator="predictor", mode="collm-nollm",
         budget=40, cost_kind="latency", max_cost=20, seed=0,
     )
     result = run_search(settings, run_dir=tmp_path / "run")

@@ -39,7 +39,7 @@ def settings(navigator_script=(), **overrides) -> SearchSettings:
 
 
 def test_llm_free_loop_spends_the_budget_on_distinct_cells_without_any_llm_call():
-    result = run_search(settings(use_llm=False, budget=100))
+    result = run_search(settings(mode="collm-nollm", budget=100))
     keys = [r["key"] for r in result.archive]
     assert len(keys) == len(set(keys)) == 100 and result.iterations == 10
     assert result.llm["calls"] == 0 and not result.rejections
@@ -51,8 +51,8 @@ def test_llm_free_loop_spends_the_budget_on_distinct_cells_without_any_llm_call(
 
 
 def test_llm_free_loop_is_reproducible_for_a_seed():
-    a = run_search(settings(use_llm=False, seed=3))
-    b = run_search(settings(use_llm=False, seed=3))
+    a = run_search(settings(mode="collm-nollm", seed=3))
+    b = run_search(settings(mode="collm-nollm", seed=3))
     assert [r["key"] for r in a.archive] == [r["key"] for r in b.archive]
 
 
@@ -127,8 +127,8 @@ def test_paper_mode_is_measured_against_the_rule_too():
 def test_bad_mode_settings_fail_clearly():
     with pytest.raises(ValueError, match="sources must be"):
         SearchSettings(sources=["crystal_ball"])
-    with pytest.raises(ValueError, match="needs the LLM"):
-        SearchSettings(mode="paper", use_llm=False)
+    with pytest.raises(ValueError, match="collm-nollm"):
+        SearchSettings(mode="nollm")
 
 
 def test_optimum_threshold_matches_the_table():
@@ -151,6 +151,7 @@ def test_cli_search_without_llm_writes_sources_into_the_report(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = (run_dir / "summary.md").read_text()
     assert "LLMs: none" in summary and "## Sources" in summary and "neighbours" in summary
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["mode"] == "collm-nollm"
     bad = subprocess.run([sys.executable, "-m", "collm_nas.cli", "search", "--llm", "none", "--mode", "paper"],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "needs the LLM" in bad.stderr

@@ -7,7 +7,7 @@ import pytest
 from collm_nas.spaces import get_space
 from collm_nas.tools.archive import dimension_stats, ridge_weights, stats_text
 from collm_nas.tools.coordinator import make_record
-from collm_nas.tools.cost import CostCounter
+from collm_nas.tools.cost import CostCounter, CostLimit
 from collm_nas.tools.evaluators import make_evaluator
 from collm_nas.tools.sources import (
     DEFAULT_SOURCES,
@@ -15,12 +15,15 @@ from collm_nas.tools.sources import (
     PRIOR_POOL,
     RULE_SOURCES,
     Picker,
+    RoundInputs,
     allocate,
     hit_threshold,
     neighbours,
+    next_batch,
     propose_batch,
     score_candidates,
     share_ring,
+    steering_against_rule,
     swaps,
 )
 
@@ -254,3 +257,45 @@ def test_additive_cost_equals_a_full_count():
             fast, full = counter(arch), counter.count(arch)
             assert fast.flops_m == pytest.approx(full.flops_m, abs=1e-6)
             assert fast.params_m == pytest.approx(full.params_m, abs=1e-6)
+
+
+def _round_inputs(records: list[dict], limit=None) -> RoundInputs:
+    return RoundInputs(NB201, records, "valid", CostCounter(NB201, "cifar10"), limit, seed=0,
+                       iteration=4)
+
+
+def test_next_batch_gives_the_navigator_part_of_the_ring_only_when_it_steers():
+    records = archive(30)
+    inputs = _round_inputs(records)
+    plain = next_batch(inputs, DEFAULT_SOURCES, {}, 10)
+    assert len(plain) == 10 and LLM_SOURCE not in {source for _, source in plain}
+    assert [NB201.key(a) for a, _ in next_batch(inputs, DEFAULT_SOURCES, {}, 10)] == \
+        [NB201.key(a) for a, _ in plain]  # the same round proposes the same batch
+    prefer = {edge: ["nor_conv_3x3"] for edge in NB201.dimensions}
+    steered = next_batch(inputs, DEFAULT_SOURCES, {}, 10, prefer)
+    sources = [source for _, source in steered]
+    assert len(steered) == 10 and LLM_SOURCE in sources and "preference" in sources
+    assert not {NB201.key(a) for a, _ in steered} & {r["key"] for r in records}
+
+
+def test_next_batch_respects_the_cost_limit():
+    limit = CostLimit("flops", 60.0)
+    batch = next_batch(_round_inputs(archive(20), limit), DEFAULT_SOURCES, {}, 10)
+    counter = CostCounter(NB201, "cifar10")
+    assert len(batch) == 10 and all(limit.allows(counter(a)) for a, _ in batch)
+
+
+def test_a_steering_measurement_compares_the_navigators_picks_with_the_rings_next():
+    records = archive(30)
+    inputs = _round_inputs(records)
+    prefer = {edge: ["none"] for edge in NB201.dimensions}
+    llm_side, rule_side = steering_against_rule(inputs, prefer, size=5)
+
+    def ring(n: int) -> list[str]:
+        picker = Picker(NB201, {r["key"] for r in records})
+        return [NB201.key(a) for a, _ in propose_batch(
+            NB201, records, "valid", n, inputs.rng(1), picker, inputs.rule, {"neighbours": n})]
+
+    assert [NB201.key(a) for a in rule_side] == ring(5)
+    # The Navigator picks 5 of the ring's next 15, those holding most of its preferred values.
+    assert len(llm_side) == 5 and {NB201.key(a) for a in llm_side} <= set(ring(15))

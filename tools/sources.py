@@ -23,20 +23,26 @@ and allowed by the cost limit, so novelty holds by construction. Sources:
 
 `allocate` shares a batch among the sources by their observed hit rate (a hit: an evaluated
 candidate that beats the archive's top decile as it was before its round); `share_ring` then
-gives the Navigator part of the `neighbours` share.
+gives the Navigator part of the `neighbours` share. `next_batch` is the round's one call (what
+the graph's `propose` asks for); `steering_against_rule`, `rule_batch` and `compare_with_rule`
+measure an LLM's candidates against the rule's from the same state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from collm_nas.spaces import SearchSpace
-from collm_nas.spaces.evaluation import score
-from collm_nas.tools.archive import ranked
+from collm_nas.spaces.evaluation import Evaluator, score
+from collm_nas.tools.archive import ranked, ridge_weights
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from collm_nas.tools.cost import Cost, CostLimit
 
 Weights = dict[str, dict[str, float]]  # dimension -> str(value) -> weight
 
@@ -59,6 +65,12 @@ HIT_QUANTILE = 0.9
 PREFERENCE_POOL = 500
 PRIOR_POOL = 200  # samples the first batch's largest networks are chosen from (seeds 100-129)
 SAMPLING_TEMPERATURE = 0.5  # accuracy points
+# Weight of a value the Navigator did not name: low, so samples from its preferences still vary.
+UNNAMED_WEIGHT = 0.1
+# Candidates scored per side when the LLM's choice is compared with the rule's (same state).
+COUNTERFACTUAL_SIZE = 10
+# The comparison's "hit": a candidate in the space's top 1 % (where the evaluator knows it).
+TOP_SHARE = 0.01
 
 
 @dataclass
@@ -203,6 +215,18 @@ def preference_score(space: SearchSpace, weights: Weights, arch: BaseModel) -> f
     """Sum over dimensions of the weight of the architecture's value."""
     return sum(weights[dim][str(value)]
                for dim, value in zip(space.dimensions, space.genes(arch), strict=True))
+
+
+def steering_weights(space: SearchSpace, prefer: dict[str, list[Any]]) -> Weights:
+    """The Navigator's preferences (values per dimension group) as weights on every dimension:
+    1 if named, else UNNAMED_WEIGHT."""
+    weights = {}
+    for group, dims in space.dimension_groups().items():
+        chosen = {str(v) for v in prefer.get(group, [])}
+        for dim in dims:
+            weights[dim] = {str(v): 1.0 if str(v) in chosen else UNNAMED_WEIGHT
+                            for v in space.dimensions[dim]}
+    return weights
 
 
 def far_elites(space: SearchSpace, elites: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -374,6 +398,81 @@ def propose_batch(
     if missing > 0:
         weighted_samples(space, None, rng, missing, picker, "random")
     return picker.picked[:size]
+
+
+@dataclass(frozen=True)
+class RoundInputs:
+    """What the code sources read to build one round's candidates: the archive so far, the
+    objective, the cost counter and limit, and the seed (each use draws its own RNG stream)."""
+
+    space: SearchSpace
+    records: list[dict[str, Any]]
+    objective: str
+    counter: Callable[[BaseModel], Cost]
+    limit: CostLimit | None
+    seed: int
+    iteration: int  # the round being built, from 1
+
+    def rng(self, stream: int) -> np.random.Generator:
+        """Reproducible per (seed, round, stream), so a resumed round proposes the same batch."""
+        return np.random.default_rng([self.seed, self.iteration, stream])
+
+    @cached_property
+    def rule(self) -> Weights:
+        """The archive's additive model (`tools.archive.ridge_weights`)."""
+        return ridge_weights(self.space, self.records, self.objective)
+
+    def batch(
+        self, slots: dict[str, int], size: int, stream: int = 0, llm_weights: Weights | None = None
+    ) -> list[tuple[BaseModel, str]]:
+        """`size` candidates from the code sources' `slots` (nothing is evaluated here)."""
+        limit, counter = self.limit, self.counter
+        allowed = None if limit is None else (lambda arch: limit.allows(counter(arch)))
+        kind = limit.kind if limit is not None else "params"
+        picker = Picker(self.space, {r["key"] for r in self.records}, allowed)
+        return propose_batch(
+            self.space, self.records, self.objective, size, self.rng(stream), picker, self.rule,
+            slots, llm_weights, size_of=lambda arch: counter(arch).value(kind),
+        )
+
+
+def next_batch(
+    inputs: RoundInputs, sources: Iterable[str], source_stats: dict[str, dict[str, int]],
+    size: int, prefer: dict[str, list[Any]] | None = None,
+) -> list[tuple[BaseModel, str]]:
+    """The round's batch: each source's share set by its hit rate so far; with the Navigator's
+    preferences (`prefer`), part of the `neighbours` share is its re-ranking of the ring."""
+    llm_weights = steering_weights(inputs.space, prefer) if prefer else None
+    slots = allocate(source_stats, list(sources), size)
+    if llm_weights:
+        slots = share_ring(source_stats, slots)
+    return inputs.batch(slots, size, llm_weights=llm_weights)
+
+
+def steering_against_rule(
+    inputs: RoundInputs, prefer: dict[str, list[Any]], size: int = COUNTERFACTUAL_SIZE
+) -> tuple[list[BaseModel], list[BaseModel]]:
+    """From the same state (RNG stream 1, apart from the batch's): the Navigator's `size` picks
+    of the ring and the `size` that `neighbours` takes instead."""
+    llm_side = inputs.batch({LLM_SOURCE: size}, size, stream=1,
+                            llm_weights=steering_weights(inputs.space, prefer))
+    rule_side = inputs.batch({"neighbours": size}, size, stream=1)
+    return [arch for arch, source in llm_side if source == LLM_SOURCE], [arch for arch, _ in rule_side]
+
+
+def rule_batch(inputs: RoundInputs, sources: Iterable[str], size: int) -> list[BaseModel]:
+    """What the code sources would have proposed instead of an LLM from the same state (their
+    prior shares, RNG stream 1)."""
+    return [arch for arch, _ in inputs.batch(allocate({}, list(sources), size), size, stream=1)]
+
+
+def compare_with_rule(
+    evaluator: Evaluator, objective: str, llm_archs: list[BaseModel], rule_archs: list[BaseModel]
+) -> dict[str, Any]:
+    """Both sides scored on a cheap evaluator, a hit being the space's top TOP_SHARE."""
+    threshold = evaluator.top_threshold(objective, TOP_SHARE)
+    return {"llm": score_candidates(evaluator, llm_archs, objective, threshold),
+            "rule": score_candidates(evaluator, rule_archs, objective, threshold)}
 
 
 def hit_threshold(records: list[dict[str, Any]], objective: str) -> float | None:
