@@ -94,7 +94,7 @@ def _guarded(run):
 @app.command()
 def bench(
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
-    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea",
+    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea,rea",
     datasets: Annotated[str, typer.Option(help="comma-separated datasets")] = "cifar10,cifar100,imagenet16",
     runs: Annotated[int, typer.Option(help="seeds per method and dataset")] = 10,
     seed: Annotated[int, typer.Option(help="first seed")] = 0,
