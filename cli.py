@@ -12,21 +12,20 @@ import json  # noqa: E402
 import shlex
 import sys
 import time
+import traceback
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from collm_nas.agents.calls import LLMUnavailable
 from collm_nas.agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
-from collm_nas.agents.model_store import ModelUnavailable
+from collm_nas.errors import CollmNasError
 from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
-from collm_nas.spaces import IllegalArchitecture
 from collm_nas.tools.cost import CostLimit
-from collm_nas.tools.data import DataFileError
+from pydantic import ValidationError
 from rich.console import Console
 
 app = typer.Typer(help="LLM-guided neural architecture search (CoLLM-NAS).", no_args_is_help=True)
@@ -35,13 +34,37 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 
-class UserError(Exception):
+class UserError(CollmNasError):
     """A problem with the user's input or environment: printed as one line, exit code 2."""
 
 
+_options = {"debug": False}  # the global options of this invocation, set by `main`
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", envvar="COLLM_NAS_DEBUG",
+                                        help="show the full traceback of every error")] = False,
+):
+    """LLM-guided neural architecture search (CoLLM-NAS)."""
+    _options["debug"] = debug
+
+
 def _fail(message: str) -> None:
+    if _options["debug"]:
+        traceback.print_exc()
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def validation_line(error: ValidationError) -> str:
+    """A pydantic validation error as one line: `invalid Model: field: problem; ...`."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return f"invalid {error.title}: " + "; ".join(problems)
 
 
 def _split(text: str) -> list[str]:
@@ -83,12 +106,19 @@ def _load_benches(runs: list[Path]) -> list:
 
 
 def _guarded(run):
-    """Run a command body, turning known errors into one clear line."""
+    """Run a command body: our errors and invalid settings print one line (exit 2); anything
+    else is a bug and prints its full traceback (exit 1)."""
     try:
         return run()
-    except (UserError, DataFileError, IllegalArchitecture, ValueError, LLMUnavailable,
-            ModelUnavailable) as err:
+    except CollmNasError as err:
         _fail(str(err))
+    except ValidationError as err:
+        _fail(validation_line(err))
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception:
+        traceback.print_exc()
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from collm_nas.errors import CollmNasError
 from collm_nas.evals.baselines import BASELINES
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import score
@@ -147,13 +148,17 @@ METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
 LLM_FREE = {*BASELINES, "collm-nollm"}
 
 
+class UnknownMethod(CollmNasError, ValueError):
+    """A bench method name that is not in `METHODS`."""
+
+
 def run_bench(
     specs: Iterable[RunSpec], on_result: Callable[[RunResult], None] | None = None
 ) -> list[RunResult]:
     results = []
     for spec in specs:
         if spec.method not in METHODS:
-            raise ValueError(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
+            raise UnknownMethod(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
         result = METHODS[spec.method](spec)
         results.append(result)
         if on_result:

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collm_nas.errors import CollmNasError
 from collm_nas.graph.builder import compile_graph
 from collm_nas.graph.context import SearchSettings
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+class RunIdError(CollmNasError, ValueError):
+    """A run id that cannot be started (it exists) or resumed (it does not)."""
 
 
 @dataclass
@@ -155,9 +160,9 @@ def run_search(
               "recursion_limit": settings.recursion_limit()}
     existing = graph.get_state(config)
     if resume and not existing.values:
-        raise ValueError(f"no checkpoint for run {thread_id!r} to resume")
+        raise RunIdError(f"no checkpoint for run {thread_id!r} to resume")
     if not resume and existing.values:
-        raise ValueError(f"run {thread_id!r} already exists; resume it or choose another id")
+        raise RunIdError(f"run {thread_id!r} already exists; resume it or choose another id")
     started = time.perf_counter()
     previous = folder.previous_wall_seconds() if folder and resume else 0.0
     if folder:
