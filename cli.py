@@ -58,12 +58,21 @@ def _fail(message: str) -> None:
 
 
 def validation_line(error: ValidationError) -> str:
-    """A pydantic validation error as one line: `invalid Model: field: problem; ...`."""
+    """A pydantic validation error as one line: `invalid Model: field: problem (got x); ...`,
+    naming the environment variable a bad value may have come from."""
+    from collm_nas.graph.context import ENV_PREFIX
+
     problems = []
     for item in error.errors(include_url=False):
         message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if not item["loc"]:  # a whole-model check: its message says it all
+            problems.append(message)
+            continue
         where = ".".join(str(part) for part in item["loc"])
-        problems.append(f"{where}: {message}" if where else message)
+        variable = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
+        if variable in os.environ:
+            where += f" (${variable})"
+        problems.append(f"{where}: {message} (got {item['input']!r})")
     return f"invalid {error.title}: " + "; ".join(problems)
 
 
@@ -205,24 +214,37 @@ def data_nb201(
 
 def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
     """`backend[:model][@base_url]`, e.g. `vllm:Qwen/Qwen3-30B-A3B@http://127.0.0.1:8000/v1`."""
+    return LLMSettings.model_validate({**defaults.model_dump(), **llm_changes(spec, defaults.backend)})
+
+
+def llm_changes(spec: str | None, default_backend: str) -> dict:
+    """The LLM fields a `backend[:model][@base_url]` spec sets; a backend other than the default
+    without a model gets the embedded model (a served model must be named)."""
     if not spec:
-        return defaults
+        return {}
     head, _, url = spec.partition("@")
     backend, _, model = head.partition(":")
     changes = {"backend": backend}
     if model:
         changes["model"] = model
-    elif backend != defaults.backend:
+    elif backend != default_backend:
         if backend in ("openai", "vllm"):
             raise UserError(f"{spec!r}: name the served model, e.g. {backend}:MODEL@URL")
         changes["model"] = DEFAULT_LOCAL_MODEL
     if url:
         changes["base_url"] = url
-    return LLMSettings.model_validate({**defaults.model_dump(), **changes})
+    return changes
+
+
+def _typed_options(context: typer.Context) -> set[str]:
+    """The command's parameters the user gave (not left at their default)."""
+    return {name for name in context.params
+            if context.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 @app.command()
 def search(
+    ctx: typer.Context,
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
     dataset: Annotated[str, typer.Option(help="dataset")] = "cifar10",
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
@@ -269,31 +291,37 @@ def search(
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
             limit = cost_limit(max_flops, max_params, max_latency)
-            use_llm = llm != "none"
-            base = {"backend": llm if use_llm else "local", "temperature": temperature}
+            # Only what the user typed is passed: every other setting comes from $COLLM_NAS_*
+            # (graph/context.py) or its default, and a typed role option merges with the
+            # environment's other fields of that role.
+            typed = _typed_options(ctx)
             if llm in ("openai", "vllm") and not model:
                 raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
-            if model:
-                base["model"] = model
-            if base_url:
-                base["base_url"] = base_url
-            if structured_method:
-                base["structured_method"] = structured_method
-            if reasoning is not None:
-                base["reasoning"] = reasoning
-            if fake_script:
-                base["script"] = json.loads(fake_script.read_text())
-            defaults = LLMSettings.model_validate(base)
+            both_roles = {key: value for key, value in (
+                ("backend", llm if "llm" in typed and llm != "none" else None),
+                ("temperature", temperature if "temperature" in typed else None),
+                ("model", model), ("base_url", base_url), ("structured_method", structured_method),
+                ("reasoning", reasoning),
+                ("script", json.loads(fake_script.read_text()) if fake_script else None),
+            ) if value is not None}
+            roles = {field: {**both_roles, **llm_changes(spec, both_roles.get("backend", "local"))}
+                     for field, spec in (("navigator_llm", navigator_llm), ("generator_llm", generator_llm))}
+            chosen = {name: value for name, value in (
+                ("space", space), ("dataset", dataset), ("objective", objective), ("iterations", iterations),
+                ("budget", budget), ("candidates", candidates), ("navigator_memory", navigator_memory),
+                ("generator_memory", generator_memory), ("single_llm", single_llm), ("seed", seed),
+                ("mode", mode),
+            ) if name in typed}
+            if "llm" in typed:
+                chosen["use_llm"] = llm != "none"
+            if limit:
+                chosen.update(cost_kind=limit.kind, max_cost=limit.bound)
             settings = SearchSettings(
-                space=space, dataset=dataset, objective=objective, evaluator=evaluator,
-                data_path=str(data) if data else None, target=target,
-                cost_kind=limit.kind if limit else None, max_cost=limit.bound if limit else None,
-                iterations=iterations, budget=budget, candidates=candidates,
-                navigator_llm=llm_spec(navigator_llm, defaults),
-                generator_llm=llm_spec(generator_llm, defaults),
-                navigator_memory=navigator_memory, generator_memory=generator_memory,
-                single_llm=single_llm, seed=seed, mode=mode, use_llm=use_llm,
-                **({"sources": _split(sources)} if sources else {}),
+                **chosen, **{field: role for field, role in roles.items() if role},
+                **{name: value for name, value in (
+                    ("evaluator", evaluator), ("data_path", str(data) if data else None),
+                    ("target", target), ("sources", _split(sources) if sources else None),
+                ) if value is not None},
             )
             check_search_inputs(settings)
             thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
