@@ -9,8 +9,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
-import shlex
-import sys
 import time
 import traceback
 import uuid
@@ -24,6 +22,7 @@ from collm_nas.errors import CollmNasError
 from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
+from collm_nas.graph.provenance import command_line
 from collm_nas.tools.cost import CostLimit
 from pydantic import ValidationError
 from rich.console import Console
@@ -94,11 +93,6 @@ def cost_limit(
         unit = "milliseconds" if kind == "latency" else "millions"
         raise UserError(f"--max-{kind} must be positive ({unit}), got {value:g}")
     return CostLimit(kind, value)
-
-
-def _this_command() -> str:
-    """The command line as typed, for result files."""
-    return "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def _load_benches(runs: list[Path]) -> list:
@@ -186,8 +180,9 @@ def bench(
 
         partial = out.with_suffix(".partial.json")
         results = run_bench(specs, on_result=report)
-        command = _this_command()
-        paths = write_outputs(results, out, command)
+        command = command_line()
+        llm_methods = [m for m in method_names if m not in LLM_FREE]
+        paths = write_outputs(results, out, command, llms={"both roles": model} if llm_methods else None)
         partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
         console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -356,8 +351,8 @@ def table(
 
     def body():
         loaded = _load_benches(runs)
-        command = _this_command()
-        paths = write_tables(loaded, out, command, note)
+        command = command_line()
+        paths = write_tables(loaded, out, command, note, inputs=runs)
         print(paths["table"].read_text())
 
     _guarded(body)
@@ -382,8 +377,8 @@ def merge(
                 raise UserError(f"run {r.method} / {r.dataset} / seed {r.seed} appears twice; "
                                 "merge each run once")
             seen.add(run_id)
-        command = _this_command()
-        paths = write_outputs(loaded, out, command, note)
+        command = command_line()
+        paths = write_outputs(loaded, out, command, note, inputs=runs)
         print(paths["table"].read_text())
 
     _guarded(body)
@@ -413,7 +408,7 @@ def probe_ranking(
 
         make_evaluator("nb201", dataset, data_path=str(data) if data else None)  # fail early
         results = run_probe(dataset, trials, settings, seed, chosen, str(data) if data else None)
-        command = _this_command()
+        command = command_line()
         path = write_probe(dataset, results, f"{settings.backend}:{settings.model}",
                            out or Path(f"results/probe_ranking_{dataset}.md"), command)
         print(path.read_text())
