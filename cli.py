@@ -231,10 +231,11 @@ def llm_changes(spec: str | None, default_backend: str) -> dict:
     return changes
 
 
-def _typed_options(context: typer.Context) -> set[str]:
-    """The command's parameters the user gave (not left at their default)."""
-    return {name for name in context.params
-            if context.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+def _typed(context: typer.Context, fields: dict[str, tuple[str, object]]) -> dict:
+    """`{field: value}` for the fields (`field: (option, value)`) whose option the user typed."""
+    typed = {name for name in context.params
+             if context.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+    return {field: value for field, (option, value) in fields.items() if option in typed and value is not None}
 
 
 @app.command()
@@ -286,38 +287,30 @@ def search(
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
             limit = cost_limit(max_flops, max_params, max_latency)
-            # Only what the user typed is passed: every other setting comes from $COLLM_NAS_*
-            # (graph/context.py) or its default, and a typed role option merges with the
-            # environment's other fields of that role.
-            typed = _typed_options(ctx)
             if llm in ("openai", "vllm") and not model:
                 raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
-            both_roles = {key: value for key, value in (
-                ("backend", llm if "llm" in typed and llm != "none" else None),
-                ("temperature", temperature if "temperature" in typed else None),
-                ("model", model), ("base_url", base_url), ("structured_method", structured_method),
-                ("reasoning", reasoning),
-                ("script", json.loads(fake_script.read_text()) if fake_script else None),
-            ) if value is not None}
+            # Each setting, role field: (the option it comes from, its value). Only typed options
+            # are passed; the rest come from $COLLM_NAS_* (graph/context.py) or the defaults, and a
+            # typed field of an LLM role merges with the environment's other fields of that role.
+            both_roles = _typed(ctx, {
+                "backend": ("llm", llm if llm != "none" else None), "temperature": ("temperature", temperature),
+                "model": ("model", model), "base_url": ("base_url", base_url),
+                "structured_method": ("structured_method", structured_method), "reasoning": ("reasoning", reasoning),
+                "script": ("fake_script", json.loads(fake_script.read_text()) if fake_script else None),
+            })
             roles = {field: {**both_roles, **llm_changes(spec, both_roles.get("backend", "local"))}
                      for field, spec in (("navigator_llm", navigator_llm), ("generator_llm", generator_llm))}
-            chosen = {name: value for name, value in (
-                ("space", space), ("dataset", dataset), ("objective", objective), ("iterations", iterations),
-                ("budget", budget), ("candidates", candidates), ("navigator_memory", navigator_memory),
-                ("generator_memory", generator_memory), ("single_llm", single_llm), ("seed", seed),
-                ("mode", mode),
-            ) if name in typed}
-            if "llm" in typed:
-                chosen["use_llm"] = llm != "none"
-            if limit:
-                chosen.update(cost_kind=limit.kind, max_cost=limit.bound)
-            settings = SearchSettings(
-                **chosen, **{field: role for field, role in roles.items() if role},
-                **{name: value for name, value in (
-                    ("evaluator", evaluator), ("data_path", str(data) if data else None),
-                    ("target", target), ("sources", _split(sources) if sources else None),
-                ) if value is not None},
-            )
+            settings = SearchSettings(**_typed(ctx, {
+                "space": ("space", space), "dataset": ("dataset", dataset), "objective": ("objective", objective),
+                "evaluator": ("evaluator", evaluator), "data_path": ("data", str(data) if data else None),
+                "target": ("target", target), "iterations": ("iterations", iterations),
+                "budget": ("budget", budget), "candidates": ("candidates", candidates),
+                "navigator_memory": ("navigator_memory", navigator_memory),
+                "generator_memory": ("generator_memory", generator_memory),
+                "single_llm": ("single_llm", single_llm), "seed": ("seed", seed), "mode": ("mode", mode),
+                "use_llm": ("llm", llm != "none"), "sources": ("sources", _split(sources) if sources else None),
+            }), **({"cost_kind": limit.kind, "max_cost": limit.bound} if limit else {}),
+                **{field: role for field, role in roles.items() if role})
             check_search_inputs(settings)
             thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             folder = run_dir or Path("runs") / thread_id
