@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from collm_nas.errors import CollmNasError
 from collm_nas.evals.baselines import BASELINES
-from collm_nas.graph.provenance import cite, provenance, summary_line
+from collm_nas.graph.provenance import inputs_markdown, provenance, summary_line
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import score
 from collm_nas.tools.coordinator import Ledger
@@ -254,7 +254,7 @@ def write_outputs(
         f"# Bench: {results[0].space if results else ''}, objective = {objective} accuracy\n\n"
         f"Command: `{command}`\n\n"
         f"Provenance: {summary_line(made_by)} (the .json's `provenance` has the rest)\n\n"
-        + (f"Inputs: {', '.join(f'`{cite(p)}`' for p in inputs)}\n\n" if inputs else "")
+        + (f"{inputs_markdown(inputs)}\n" if inputs else "")
         + (f"{note}\n\n" if note else "")
         + f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
         "mean±std) of the architecture each run chose, how many runs found the best "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collm_nas.evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
-from collm_nas.graph.provenance import cite, provenance, provenance_of, summary_line
+from collm_nas.graph.provenance import inputs_markdown, provenance, summary_line
 from scipy.stats import t as t_dist
 
 SPACE_TITLES = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}
@@ -151,18 +151,6 @@ def source_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def _input_lines(inputs: Sequence[Path]) -> list[str]:
-    """Each input bench file by its path in results/, with the commit that made it if recorded."""
-    if not inputs:
-        return []
-    lines = ["Inputs:\n"]
-    for path in inputs:
-        git = (provenance_of(path) or {}).get("git")
-        made = f" (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})" if git else ""
-        lines.append(f"- `{cite(path)}`{made}")
-    return [*lines, ""]
-
-
 def write_tables(
     runs: list[RunResult], out: Path, command: str, note: str = "", inputs: Sequence[Path] = ()
 ) -> dict[str, Path]:
@@ -177,7 +165,7 @@ def write_tables(
         f"{objective} accuracy\n",
         f"Command: `{command}`\n",
         f"Provenance: {summary_line(provenance(command))}\n",
-        *_input_lines(inputs),
+        *([inputs_markdown(inputs)] if inputs else []),
         f"Date: {time.strftime('%Y-%m-%d')}. Test and valid accuracy (mean±std over seeds) of the "
         "cell each run chose; optimum found = runs whose chosen cell has the best "
         f"{objective} accuracy in the space; best-so-far = mean best {objective} accuracy after "

@@ -140,6 +140,17 @@ def provenance_of(path: str | Path) -> dict[str, Any] | None:
     return data.get("provenance") if isinstance(data, dict) else None
 
 
+def inputs_markdown(inputs: Iterable[str | Path]) -> str:
+    """The input files of a merged result as a markdown list: path in results/ and, where the
+    file recorded it, the commit that made it."""
+    lines = ["Inputs:", ""]
+    for path in inputs:
+        git = (provenance_of(path) or {}).get("git")
+        made = f" (commit {git['commit'][:12]}{', dirty' if git['dirty'] else ''})" if git else ""
+        lines.append(f"- `{cite(path)}`{made}")
+    return "\n".join(lines) + "\n"
+
+
 def summary_line(record: Mapping[str, Any]) -> str:
     """One markdown line naming the commit and the main versions, for a result's header."""
     git = record.get("git")

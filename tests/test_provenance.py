@@ -60,7 +60,7 @@ def test_merged_results_cite_inputs_inside_results_and_others_as_given(tmp_path,
     made_by = json.loads(merged["runs"].read_text())["provenance"]
     assert [i["path"] for i in made_by["inputs"]] == ["results/part/a.json", str(outside)]
     assert made_by["inputs"][0]["provenance"]["command"] == "cmd a"  # each part's own record
-    assert "Inputs: `results/part/a.json`" in merged["table"].read_text()
+    assert f"- `results/part/a.json` (commit {_head()[:12]}" in merged["table"].read_text()
     table = write_tables(load_runs([inside]), tmp_path / "t.md", "collm-nas table", inputs=[inside])
     assert f"- `results/part/a.json` (commit {_head()[:12]}" in table["table"].read_text()
 
