@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -28,6 +29,7 @@ PACKAGES = ("torch", "langgraph", "langchain-core", "llama-cpp-python")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository root is the package
 RESULTS = "results"  # the repository's folder of result files; inputs are cited inside it
 ENV_PREFIX = "COLLM_NAS_"
+SECRET_WORDS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
 def provenance(
@@ -44,13 +46,20 @@ def provenance(
         "git": git_state(),
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
-        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIX)},
+        "environment": settings_variables(),
         "llms": {role: llm_fingerprint(settings) for role, settings in (llms or {}).items()},
     }
     cited = [{"path": cite(path), "provenance": provenance_of(path)} for path in inputs]
     if cited:
         record["inputs"] = cited
     return record
+
+
+def settings_variables() -> dict[str, str]:
+    """The `COLLM_NAS_*` variables, less any that could hold a secret (an API key is named by
+    `api_key_env` and may have been given our prefix)."""
+    return {name: value for name, value in sorted(os.environ.items())
+            if name.startswith(ENV_PREFIX) and not SECRET_WORDS.search(name)}
 
 
 def command_line() -> str:

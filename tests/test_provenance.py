@@ -65,6 +65,13 @@ def test_merged_results_cite_inputs_inside_results_and_others_as_given(tmp_path,
     assert f"- `results/part/a.json` (commit {_head()[:12]}" in table["table"].read_text()
 
 
+def test_settings_variables_are_recorded_but_never_a_secret(monkeypatch):
+    monkeypatch.setenv("COLLM_NAS_BUDGET", "50")
+    monkeypatch.setenv("COLLM_NAS_VLLM_API_KEY", "sk-do-not-store")
+    recorded = prov.provenance("cmd")["environment"]
+    assert recorded["COLLM_NAS_BUDGET"] == "50" and "COLLM_NAS_VLLM_API_KEY" not in recorded
+
+
 def test_no_git_state_outside_the_package_repository(tmp_path, monkeypatch):
     monkeypatch.setattr(prov, "PACKAGE_ROOT", tmp_path)  # e.g. installed from a wheel
     assert prov.git_state() is None
