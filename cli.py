@@ -9,24 +9,22 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
-import shlex
-import sys
 import time
+import traceback
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from collm_nas.agents.calls import LLMUnavailable
 from collm_nas.agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
-from collm_nas.agents.model_store import ModelUnavailable
+from collm_nas.errors import CollmNasError
 from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
-from collm_nas.spaces import IllegalArchitecture
+from collm_nas.graph.provenance import command_line
 from collm_nas.tools.cost import CostLimit
-from collm_nas.tools.data import DataFileError
+from pydantic import ValidationError
 from rich.console import Console
 
 app = typer.Typer(help="LLM-guided neural architecture search (CoLLM-NAS).", no_args_is_help=True)
@@ -35,13 +33,46 @@ app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 
-class UserError(Exception):
+class UserError(CollmNasError):
     """A problem with the user's input or environment: printed as one line, exit code 2."""
 
 
+_options = {"debug": False}  # the global options of this invocation, set by `main`
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", envvar="COLLM_NAS_DEBUG",
+                                        help="show the full traceback of every error")] = False,
+):
+    """LLM-guided neural architecture search (CoLLM-NAS)."""
+    _options["debug"] = debug
+
+
 def _fail(message: str) -> None:
+    if _options["debug"]:
+        traceback.print_exc()
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def validation_line(error: ValidationError) -> str:
+    """A pydantic validation error as one line: `invalid Model: field: problem (got x); ...`,
+    naming the environment variable a bad value may have come from."""
+    from collm_nas.graph.context import ENV_PREFIX
+
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if not item["loc"]:  # a whole-model check: its message says it all
+            problems.append(message)
+            continue
+        where = ".".join(str(part) for part in item["loc"])
+        variable = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
+        if variable in os.environ:
+            where += f" (${variable})"
+        problems.append(f"{where}: {message} (got {item['input']!r})")
+    return f"invalid {error.title}: " + "; ".join(problems)
 
 
 def _split(text: str) -> list[str]:
@@ -64,11 +95,6 @@ def cost_limit(
     return CostLimit(kind, value)
 
 
-def _this_command() -> str:
-    """The command line as typed, for result files."""
-    return "collm-nas " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def _load_benches(runs: list[Path]) -> list:
     """Bench runs from JSON files: all must exist and share one objective."""
     from collm_nas.evals.tables import load_runs
@@ -83,18 +109,25 @@ def _load_benches(runs: list[Path]) -> list:
 
 
 def _guarded(run):
-    """Run a command body, turning known errors into one clear line."""
+    """Run a command body: our errors and invalid settings print one line (exit 2); anything
+    else is a bug and prints its full traceback (exit 1)."""
     try:
         return run()
-    except (UserError, DataFileError, IllegalArchitecture, ValueError, LLMUnavailable,
-            ModelUnavailable) as err:
+    except CollmNasError as err:
         _fail(str(err))
+    except ValidationError as err:
+        _fail(validation_line(err))
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception:
+        traceback.print_exc()
+        raise typer.Exit(1) from None
 
 
 @app.command()
 def bench(
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
-    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea",
+    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea,rea",
     datasets: Annotated[str, typer.Option(help="comma-separated datasets")] = "cifar10,cifar100,imagenet16",
     runs: Annotated[int, typer.Option(help="seeds per method and dataset")] = 10,
     seed: Annotated[int, typer.Option(help="first seed")] = 0,
@@ -147,8 +180,9 @@ def bench(
 
         partial = out.with_suffix(".partial.json")
         results = run_bench(specs, on_result=report)
-        command = _this_command()
-        paths = write_outputs(results, out, command)
+        command = command_line()
+        llm_methods = [m for m in method_names if m not in LLM_FREE]
+        paths = write_outputs(results, out, command, llms={"both roles": model} if llm_methods else None)
         partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
         console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
@@ -175,24 +209,38 @@ def data_nb201(
 
 def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
     """`backend[:model][@base_url]`, e.g. `vllm:Qwen/Qwen3-30B-A3B@http://127.0.0.1:8000/v1`."""
+    return LLMSettings.model_validate({**defaults.model_dump(), **llm_changes(spec, defaults.backend)})
+
+
+def llm_changes(spec: str | None, default_backend: str) -> dict:
+    """The LLM fields a `backend[:model][@base_url]` spec sets; a backend other than the default
+    without a model gets the embedded model (a served model must be named)."""
     if not spec:
-        return defaults
+        return {}
     head, _, url = spec.partition("@")
     backend, _, model = head.partition(":")
     changes = {"backend": backend}
     if model:
         changes["model"] = model
-    elif backend != defaults.backend:
+    elif backend != default_backend:
         if backend in ("openai", "vllm"):
             raise UserError(f"{spec!r}: name the served model, e.g. {backend}:MODEL@URL")
         changes["model"] = DEFAULT_LOCAL_MODEL
     if url:
         changes["base_url"] = url
-    return LLMSettings.model_validate({**defaults.model_dump(), **changes})
+    return changes
+
+
+def _typed(context: typer.Context, fields: dict[str, tuple[str, object]]) -> dict:
+    """`{field: value}` for the fields (`field: (option, value)`) whose option the user typed."""
+    typed = {name for name in context.params
+             if context.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+    return {field: value for field, (option, value) in fields.items() if option in typed and value is not None}
 
 
 @app.command()
 def search(
+    ctx: typer.Context,
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
     dataset: Annotated[str, typer.Option(help="dataset")] = "cifar10",
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
@@ -224,7 +272,7 @@ def search(
     fake_script: Annotated[Path | None, typer.Option(hidden=True, help="tests: JSON list of replies for --llm fake")] = None,
 ):
     """Run a CoLLM-NAS search (or resume one) and write its run folder."""
-    from collm_nas.graph.context import SearchSettings, uses_llm
+    from collm_nas.graph.context import SearchSettings
     from collm_nas.graph.run import load_run_settings, run_search
 
     def body():
@@ -239,32 +287,34 @@ def search(
             if budget < 1:
                 raise UserError(f"--budget must be at least 1, got {budget}")
             limit = cost_limit(max_flops, max_params, max_latency)
-            chosen = search_mode(mode, llm, single_llm)
-            base = {"backend": llm if uses_llm(chosen) else "local", "temperature": temperature}
             if llm in ("openai", "vllm") and not model:
                 raise UserError(f"--llm {llm} needs --model (the model name the server serves)")
-            if model:
-                base["model"] = model
-            if base_url:
-                base["base_url"] = base_url
-            if structured_method:
-                base["structured_method"] = structured_method
-            if reasoning is not None:
-                base["reasoning"] = reasoning
-            if fake_script:
-                base["script"] = json.loads(fake_script.read_text())
-            defaults = LLMSettings.model_validate(base)
-            settings = SearchSettings(
-                space=space, dataset=dataset, objective=objective, evaluator=evaluator,
-                data_path=str(data) if data else None, target=target,
-                cost_kind=limit.kind if limit else None, max_cost=limit.bound if limit else None,
-                iterations=iterations, budget=budget, candidates=candidates,
-                navigator_llm=llm_spec(navigator_llm, defaults),
-                generator_llm=llm_spec(generator_llm, defaults),
-                navigator_memory=navigator_memory, generator_memory=generator_memory,
-                seed=seed, mode=chosen,
-                **({"sources": _split(sources)} if sources else {}),
-            )
+            chosen = search_mode(mode, llm, single_llm)
+            # Each setting, role field: (the option it comes from, its value). Only typed options
+            # are passed; the rest come from $COLLM_NAS_* (graph/context.py) or the defaults, and a
+            # typed field of an LLM role merges with the environment's other fields of that role.
+            both_roles = _typed(ctx, {
+                "backend": ("llm", llm if llm != "none" else None), "temperature": ("temperature", temperature),
+                "model": ("model", model), "base_url": ("base_url", base_url),
+                "structured_method": ("structured_method", structured_method), "reasoning": ("reasoning", reasoning),
+                "script": ("fake_script", json.loads(fake_script.read_text()) if fake_script else None),
+            })
+            roles = {field: {**both_roles, **llm_changes(spec, both_roles.get("backend", "local"))}
+                     for field, spec in (("navigator_llm", navigator_llm), ("generator_llm", generator_llm))}
+            # The mode is typed when --mode is, or one of its aliases (--llm none, --single-llm).
+            mode_typed = _typed(ctx, {"mode": ("mode", mode), "single_llm": ("single_llm", single_llm or None),
+                                      "llm": ("llm", "none" if llm == "none" else None)})
+            settings = SearchSettings(**_typed(ctx, {
+                "space": ("space", space), "dataset": ("dataset", dataset), "objective": ("objective", objective),
+                "evaluator": ("evaluator", evaluator), "data_path": ("data", str(data) if data else None),
+                "target": ("target", target), "iterations": ("iterations", iterations),
+                "budget": ("budget", budget), "candidates": ("candidates", candidates),
+                "navigator_memory": ("navigator_memory", navigator_memory),
+                "generator_memory": ("generator_memory", generator_memory),
+                "seed": ("seed", seed), "sources": ("sources", _split(sources) if sources else None),
+            }), **({"mode": chosen} if mode_typed else {}),
+                **({"cost_kind": limit.kind, "max_cost": limit.bound} if limit else {}),
+                **{field: role for field, role in roles.items() if role})
             check_search_inputs(settings)
             thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             folder = run_dir or Path("runs") / thread_id
@@ -312,8 +362,8 @@ def table(
 
     def body():
         loaded = _load_benches(runs)
-        command = _this_command()
-        paths = write_tables(loaded, out, command, note)
+        command = command_line()
+        paths = write_tables(loaded, out, command, note, inputs=runs)
         print(paths["table"].read_text())
 
     _guarded(body)
@@ -338,8 +388,8 @@ def merge(
                 raise UserError(f"run {r.method} / {r.dataset} / seed {r.seed} appears twice; "
                                 "merge each run once")
             seen.add(run_id)
-        command = _this_command()
-        paths = write_outputs(loaded, out, command, note)
+        command = command_line()
+        paths = write_outputs(loaded, out, command, note, inputs=runs)
         print(paths["table"].read_text())
 
     _guarded(body)
@@ -369,7 +419,7 @@ def probe_ranking(
 
         make_evaluator("nb201", dataset, data_path=str(data) if data else None)  # fail early
         results = run_probe(dataset, trials, settings, seed, chosen, str(data) if data else None)
-        command = _this_command()
+        command = command_line()
         path = write_probe(dataset, results, f"{settings.backend}:{settings.model}",
                            out or Path(f"results/probe_ranking_{dataset}.md"), command)
         print(path.read_text())

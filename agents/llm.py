@@ -11,6 +11,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
+from collm_nas.errors import CollmNasError
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,10 @@ Backend = Literal["local", "openai", "vllm", "fake"]
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
+
+
+class LLMConfigError(CollmNasError, ValueError):
+    """LLM settings that cannot reach a model (no endpoint, no key)."""
 
 
 class LLMSettings(BaseModel):
@@ -76,11 +81,11 @@ def _openai_model(settings: LLMSettings, seed: int | None) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     if settings.backend == "vllm" and not settings.base_url:
-        raise ValueError("the vllm backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        raise LLMConfigError("the vllm backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
     api_key = os.environ.get(settings.api_key_env)
     if not api_key:
         if settings.base_url is None:
-            raise ValueError(
+            raise LLMConfigError(
                 f"the openai backend needs an API key in ${settings.api_key_env} "
                 "(or a --base-url of a local server)"
             )

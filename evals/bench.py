@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from collm_nas.errors import CollmNasError
 from collm_nas.evals.baselines import BASELINES
+from collm_nas.graph.provenance import inputs_markdown, provenance, summary_line
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import score
 from collm_nas.tools.coordinator import Ledger
@@ -147,13 +149,17 @@ METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
 LLM_FREE = {*BASELINES, "collm-nollm"}
 
 
+class UnknownMethod(CollmNasError, ValueError):
+    """A bench method name that is not in `METHODS`."""
+
+
 def run_bench(
     specs: Iterable[RunSpec], on_result: Callable[[RunResult], None] | None = None
 ) -> list[RunResult]:
     results = []
     for spec in specs:
         if spec.method not in METHODS:
-            raise ValueError(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
+            raise UnknownMethod(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
         result = METHODS[spec.method](spec)
         results.append(result)
         if on_result:
@@ -231,15 +237,24 @@ PREDICTED_NOTE = (
 )
 
 
-def write_outputs(results: list[RunResult], out: Path, command: str, note: str = "") -> dict[str, Path]:
-    """`out` (.md table), the same name with .json (every run) and .png (curves)."""
+def write_outputs(
+    results: list[RunResult], out: Path, command: str, note: str = "", *,
+    llms: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
+) -> dict[str, Path]:
+    """`out` (.md table), the same name with .json (provenance and every run) and .png (curves).
+
+    `llms`: the LLM settings by role, when LLM methods ran; `inputs`: the bench files merged.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     objective = results[0].objective if results else "valid"
+    made_by = provenance(command, llms, inputs)
     header = (
         f"# Bench: {results[0].space if results else ''}, objective = {objective} accuracy\n\n"
         f"Command: `{command}`\n\n"
+        f"Provenance: {summary_line(made_by)} (the .json's `provenance` has the rest)\n\n"
+        + (f"{inputs_markdown(inputs)}\n" if inputs else "")
         + (f"{note}\n\n" if note else "")
         + f"Date: {time.strftime('%Y-%m-%d')}. Each cell: test accuracy mean±std (valid accuracy "
         "mean±std) of the architecture each run chose, how many runs found the best "
@@ -249,7 +264,8 @@ def write_outputs(results: list[RunResult], out: Path, command: str, note: str =
     if any(r.predicted for r in results):
         header += PREDICTED_NOTE + "\n\n"
     out.write_text(header + markdown_table(results) + "\n")
-    json_path.write_text(json.dumps([asdict(r) for r in results], indent=1))
+    json_path.write_text(json.dumps({"provenance": made_by, "runs": [asdict(r) for r in results]},
+                                    indent=1))
     if results:
         plot_curves(results, png_path)
     return {"table": out, "runs": json_path, "plot": png_path}

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from collm_nas.agents.briefing import record_cost
+from collm_nas.errors import CollmNasError
 from collm_nas.graph.context import mode_of, uses_llm
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import score
@@ -25,12 +26,16 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     return events
 
 
+class NotARunFolder(CollmNasError, ValueError):
+    """`collm-nas report` pointed at a folder that is not a run folder."""
+
+
 def write_report(run_dir: str | Path) -> list[Path]:
     """Write summary.md, best_so_far.png and explored.png; returns their paths."""
     run_dir = Path(run_dir)
     for name in ("config.json", "summary.json", "events.jsonl"):
         if not (run_dir / name).exists():
-            raise ValueError(f"{run_dir} is not a run folder: {name} is missing")
+            raise NotARunFolder(f"{run_dir} is not a run folder: {name} is missing")
     config = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     settings = config["settings"]

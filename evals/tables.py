@@ -6,20 +6,26 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from collm_nas.evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
+from collm_nas.graph.provenance import inputs_markdown, provenance, summary_line
 from scipy.stats import t as t_dist
 
 SPACE_TITLES = {"nb201": "NAS-Bench-201", "mobilenet": "OFA MobileNetV3"}
 CHECKPOINTS = (0.25, 0.5, 0.75, 1.0)  # best-so-far is shown at these shares of the budget
 
 
+def bench_rows(path: Path) -> list[dict]:
+    """The runs of a bench JSON file: `{"provenance": ..., "runs": [...]}`, or a bare list of runs
+    (files written before provenance was recorded, and a bench's .partial.json)."""
+    data = json.loads(Path(path).read_text())
+    return data["runs"] if isinstance(data, dict) else data
+
+
 def load_runs(paths: list[Path]) -> list[RunResult]:
-    runs = []
-    for path in paths:
-        runs.extend(RunResult(**row) for row in json.loads(Path(path).read_text()))
-    return runs
+    return [RunResult(**row) for path in paths for row in bench_rows(path)]
 
 
 def ci_text(values: list[float], digits: int = 2) -> str:
@@ -145,7 +151,10 @@ def source_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "") -> dict[str, Path]:
+def write_tables(
+    runs: list[RunResult], out: Path, command: str, note: str = "", inputs: Sequence[Path] = ()
+) -> dict[str, Path]:
+    """The markdown tables (and a plot) over `runs`, citing the bench files they came from."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     objective = runs[0].objective if runs else "valid"
@@ -155,6 +164,8 @@ def write_tables(runs: list[RunResult], out: Path, command: str, note: str = "")
         f"# {space} at {runs[0].budget if runs else ''} evaluations, objective = "
         f"{objective} accuracy\n",
         f"Command: `{command}`\n",
+        f"Provenance: {summary_line(provenance(command))}\n",
+        *([inputs_markdown(inputs)] if inputs else []),
         f"Date: {time.strftime('%Y-%m-%d')}. Test and valid accuracy (mean±std over seeds) of the "
         "cell each run chose; optimum found = runs whose chosen cell has the best "
         f"{objective} accuracy in the space; best-so-far = mean best {objective} accuracy after "

@@ -1,14 +1,25 @@
-"""Run settings: the graph's `context_schema`. Serializable, no secrets, never in state."""
+"""Run settings: the graph's `context_schema`. Serializable, no secrets, never in state.
+
+Every field can also come from the environment: `COLLM_NAS_<FIELD>` (e.g. `COLLM_NAS_BUDGET=50`),
+`COLLM_NAS_<ROLE>_LLM__<FIELD>` for the two LLM settings (e.g.
+`COLLM_NAS_NAVIGATOR_LLM__BACKEND=vllm`), lists as JSON. Explicit values (the CLI's options, a
+caller's arguments) win over the environment, which wins over the defaults.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from collm_nas.agents.llm import LLMSettings
 from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
 from collm_nas.tools.latency import check_latency_space
 from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "COLLM_NAS_"
+DATA_VARIABLE = "COLLM_NAS_DATA"  # the data folder, read by tools/data.py as well
 
 Mode = Literal["collm", "collm-nollm", "paper", "sillm"]
 MODES: dict[str, str] = {
@@ -39,8 +50,23 @@ def mode_of(settings: dict[str, Any]) -> str:
     return settings.get("mode", "paper")
 
 
-class SearchSettings(BaseModel):
+class _DataFolderVariable(PydanticBaseSettingsSource):
+    """$COLLM_NAS_DATA as `data_path`, so that a run's config.json names the data it read."""
+
+    def get_field_value(self, field, field_name):
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, str]:
+        folder = os.environ.get(DATA_VARIABLE)
+        return {"data_path": folder} if folder else {}
+
+
+class SearchSettings(BaseSettings):
     """Everything that defines one search run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", populate_by_name=True,
+    )
 
     space: str = Field("nb201", description="search space")
     dataset: str = Field("cifar10", description="dataset of the evaluator")
@@ -99,6 +125,13 @@ class SearchSettings(BaseModel):
                 f"sources must be a non-empty list from {', '.join(RULE_SOURCES)}; got {self.sources}"
             )
         return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit values > $COLLM_NAS_<FIELD> > $COLLM_NAS_DATA (data_path only) > defaults
+        return init_settings, env_settings, _DataFolderVariable(settings_cls), dotenv_settings, file_secret_settings
 
     def cost_limit(self) -> CostLimit | None:
         return CostLimit(self.cost_kind, self.max_cost) if self.cost_kind else None

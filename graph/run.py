@@ -1,6 +1,7 @@
 """`run_search`: run (or resume) one search, streaming events into a run folder.
 
-The run folder holds `config.json` (resolved settings, no secrets), `events.jsonl`,
+The run folder holds `config.json` (resolved settings, no secrets, and the provenance of the
+process that started the run and of each that resumed it), `events.jsonl`,
 `strategies/` (each strategy as markdown), `summary.json` (rewritten after every round) and the
 SQLite checkpoint `checkpoints.sqlite` that `resume=True` continues from.
 """
@@ -16,12 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collm_nas.errors import CollmNasError
 from collm_nas.graph.builder import compile_graph
-from collm_nas.graph.context import SearchSettings
+from collm_nas.graph.context import SearchSettings, uses_llm
+from collm_nas.graph.provenance import provenance
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 CHECKPOINT_FILE = "checkpoints.sqlite"
+
+
+class RunIdError(CollmNasError, ValueError):
+    """A run id that cannot be started (it exists) or resumed (it does not)."""
 
 
 @dataclass
@@ -97,6 +104,18 @@ class RunFolder:
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(self.path / name)
 
+    def write_config(self, thread_id: str, settings: SearchSettings, resume: bool) -> None:
+        """config.json: the settings and what made the run; a resume adds its own provenance."""
+        llms = {"navigator": settings.navigator_llm, "generator": settings.generator_llm}
+        made_by = provenance(llms=llms if uses_llm(settings.mode) else None)
+        config = {"thread_id": thread_id, "settings": settings.model_dump(), "provenance": made_by}
+        path = self.path / "config.json"
+        if resume and path.exists():  # keep the start's provenance; the settings are today's
+            earlier = json.loads(path.read_text())
+            config["provenance"] = earlier.get("provenance")
+            config["resumed"] = [*earlier.get("resumed", []), made_by]
+        self.write_json("config.json", config)
+
     def previous_wall_seconds(self) -> float:
         summary = self.path / "summary.json"
         return json.loads(summary.read_text()).get("wall_seconds", 0.0) if summary.exists() else 0.0
@@ -155,13 +174,13 @@ def run_search(
               "recursion_limit": settings.recursion_limit()}
     existing = graph.get_state(config)
     if resume and not existing.values:
-        raise ValueError(f"no checkpoint for run {thread_id!r} to resume")
+        raise RunIdError(f"no checkpoint for run {thread_id!r} to resume")
     if not resume and existing.values:
-        raise ValueError(f"run {thread_id!r} already exists; resume it or choose another id")
+        raise RunIdError(f"run {thread_id!r} already exists; resume it or choose another id")
     started = time.perf_counter()
     previous = folder.previous_wall_seconds() if folder and resume else 0.0
     if folder:
-        folder.write_json("config.json", {"thread_id": thread_id, "settings": settings.model_dump()})
+        folder.write_config(thread_id, settings, resume)
         folder.event("resume" if resume else "start", thread_id=thread_id)
     try:
         for chunk in graph.stream(

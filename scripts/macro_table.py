@@ -10,7 +10,6 @@ name. Every accuracy of ours is predicted by OFA's accuracy predictor; the paper
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -19,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from collm_nas.evals.bench import mean_std  # noqa: E402
-from collm_nas.evals.tables import ci_text, llm_minus_rule, scored_calls  # noqa: E402
+from collm_nas.evals.tables import bench_rows, ci_text, llm_minus_rule, scored_calls  # noqa: E402
 
 FILE_RE = re.compile(r"mobilenet_(?:nollm_|collm_)?(?P<kind>f|lat)(?P<limit>\d+)_b(?P<budget>\d+)\.json")
 METHOD_NAMES = {"rs": "RS", "ea": "EA", "collm-nollm": "collm --llm none",
@@ -51,7 +50,7 @@ def load(results: Path) -> dict[tuple[str, int, int, str], list[dict]]:
         if not match:
             continue
         kind = "flops" if match["kind"] == "f" else "latency"
-        for run in json.loads(path.read_text()):
+        for run in bench_rows(path):
             key = (kind, int(match["limit"]), int(match["budget"]), run["method"])
             groups.setdefault(key, []).append(run)
     return groups

@@ -42,3 +42,56 @@ def test_the_space_knows_nothing_of_the_baselines():
     import collm_nas.evals.baselines as module
     assert "nb201" not in inspect.getsource(module)
     assert get_space("nb201").name == "nb201"
+
+
+def _rea_ledger(seed: int, budget: int):
+    return make_ledger(RunSpec("rea", "nb201", "cifar10", "valid", seed, budget))
+
+
+def test_regularized_evolution_removes_the_oldest_member_not_the_worst(monkeypatch):
+    import collm_nas.evals.baselines as baselines
+
+    populations = []
+    real_deque = baselines.deque
+
+    class Watched(real_deque):  # records the population after each change
+        def popleft(self):
+            member = super().popleft()
+            populations.append((member, list(self)))
+            return member
+
+    monkeypatch.setattr(baselines, "deque", Watched)
+    ledger = _rea_ledger(1, 40)
+    assert baselines.regularized_evolution(ledger, np.random.default_rng(1)) == "budget spent"
+    first_removed, _ = populations[0]
+    assert first_removed["key"] == ledger.records[0]["key"]  # the first random member ages out first
+    better_than_worst = [
+        member for member, rest in populations if ledger.score(member) > min(map(ledger.score, rest))
+    ]
+    assert better_than_worst, "aging must sometimes remove a member better than the worst"
+    assert all(len(rest) == 10 for _, rest in populations)  # the child joined, the oldest left
+
+
+def test_regularized_evolution_mutates_tournament_winners_after_a_random_start():
+    ledger = _rea_ledger(2, 60)
+    BASELINES["rea"](ledger, np.random.default_rng(2))
+    sources = [r["source"] for r in ledger.records]
+    assert sources[:10] == ["random"] * 10
+    assert set(sources[10:]) == {"mutation"}
+    space = ledger.space
+    seen = {r["key"]: r for r in ledger.records}
+    for child in ledger.records[10:]:  # every child is one edit away from an earlier cell
+        genes = space.genes(space.parse(child["arch"]))
+        assert any(sum(a != b for a, b in zip(genes, space.genes(space.parse(p["arch"])))) == 1
+                   for p in seen.values() if p["evaluation"] < child["evaluation"])
+
+
+def test_regularized_evolution_is_deterministic_per_seed():
+    runs = [[r["key"] for r in _ledger_after_rea(seed).records] for seed in (4, 4, 5)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def _ledger_after_rea(seed: int):
+    ledger = _rea_ledger(seed, 50)
+    BASELINES["rea"](ledger, np.random.default_rng(seed))
+    return ledger

@@ -147,6 +147,6 @@ def test_cli_rejects_two_limits_and_runs_a_latency_bench(tmp_path):
                              "--methods", "rs,ea", "--runs", "1", "--budget", "30",
                              "--max-latency", "25", "--out", str(out)])
     assert ok.exit_code == 0, ok.output
-    runs = json.loads(out.with_suffix(".json").read_text())
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
     assert all(run["latency_ms"] <= 25 for run in runs)
     assert " ms · " in out.read_text()

@@ -116,7 +116,7 @@ def test_merge_joins_per_seed_benches_and_refuses_a_run_twice(tmp_path):
     done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "merge", *map(str, parts), "--out", str(out),
                            "--note", "one process per seed"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    merged = json.loads(out.with_suffix(".json").read_text())
+    merged = json.loads(out.with_suffix(".json").read_text())["runs"]  # beside its "provenance"
     assert [(r["method"], r["seed"]) for r in merged] == [("collm", 0), ("collm", 1)]
     text = out.read_text()
     assert "| collm |" in text and "one process per seed" in text and out.with_suffix(".png").exists()

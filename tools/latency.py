@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from collm_nas.errors import CollmNasError
 from collm_nas.spaces.mobilenet import (
     BLOCKS_PER_STAGE,
     N_BLOCKS,
@@ -107,10 +108,14 @@ class Note10Latency:
         )
 
 
+class NoLatencyTables(CollmNasError, ValueError):
+    """A latency limit on a space without latency tables."""
+
+
 def check_latency_space(space: str) -> None:
     """One clear error for a latency limit on a space without latency tables."""
     if space not in LATENCY_SPACES:
-        raise ValueError(
+        raise NoLatencyTables(
             f"a latency limit needs a space with latency tables ({', '.join(LATENCY_SPACES)}); "
             f"{space!r} has none: limit FLOPs or params instead"
         )

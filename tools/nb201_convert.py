@@ -106,6 +106,10 @@ _WHERE = (
 )
 
 
+class NotAnNB201Source(CollmNasError, ValueError):
+    """A source file of the wrong kind or size for the converter."""
+
+
 class MissingConverterPackage(CollmNasError, ImportError, ValueError):
     """The official API package needed to read the source is not installed."""
 
@@ -122,7 +126,7 @@ def convert_nb201(
     Returns the number of rows written. `expected_cells` is the number of architectures the source
     must hold (None accepts any number; only tests should need that). `progress(done, total)` is
     called every 250 architectures and at the end. Raises `DataFileError` for a missing or
-    unreadable source, `ValueError` for a source of the wrong kind or size, and
+    unreadable source, `NotAnNB201Source` (a ValueError) for a source of the wrong kind or size, and
     `MissingConverterPackage` (an ImportError and a ValueError) when the API package is missing.
     """
     source = Path(source).expanduser()
@@ -131,12 +135,12 @@ def convert_nb201(
     api = _open_api(kind, path)
     total = len(api)
     if expected_cells is not None and total != expected_cells:
-        raise ValueError(
+        raise NotAnNB201Source(
             f"{source} holds {total} architectures, expected {expected_cells} (all NAS-Bench-201 "
             f"cells): it is not the complete topology benchmark. {_WHERE}"
         )
     if total == 0:
-        raise ValueError(f"{source} holds no architectures")
+        raise NotAnNB201Source(f"{source} holds no architectures")
     rows = []
     for index in range(total):
         rows.append(_row(api, index, source))
@@ -145,7 +149,7 @@ def convert_nb201(
     seen: dict[str, int] = {}
     for row in rows:
         if row["arch_str"] in seen:
-            raise ValueError(
+            raise NotAnNB201Source(
                 f"{source}: architectures {seen[row['arch_str']]} and {row['arch_index']} are the "
                 f"same cell {row['arch_str']}"
             )
@@ -162,7 +166,7 @@ def detect_format(source: Path) -> tuple[str, Path]:
     if source.is_dir():
         if (source / NATS_META).is_file():
             return "nats-dir", source
-        raise ValueError(
+        raise NotAnNB201Source(
             f"{source} is a folder without {NATS_META}, so it is not a NATS-Bench topology "
             f"archive. Give {_FORMATS}."
         )
@@ -178,7 +182,7 @@ def detect_format(source: Path) -> tuple[str, Path]:
     # torch.save: a zip archive (torch >= 1.6) or a legacy pickle (protocol 2+ starts with 0x80).
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "nb201", source
-    raise ValueError(
+    raise NotAnNB201Source(
         f"{source} is not a file format this converter knows (neither a torch .pth nor a bz2 "
         f"pickle). Give {_FORMATS}."
     )
@@ -195,7 +199,7 @@ def _open_api(kind: str, path: Path) -> Any:
             ) from None
         data = _load_torch_file(path)
         if not isinstance(data, dict):
-            raise ValueError(
+            raise NotAnNB201Source(
                 f"{path} is a torch file but not a NAS-Bench-201 benchmark (it holds a "
                 f"{type(data).__name__}, not a dict). Give {_FORMATS}."
             )
@@ -203,7 +207,7 @@ def _open_api(kind: str, path: Path) -> Any:
             # The API deep-copies a dict it is given; the loaded one is ours alone, so skip that.
             return NASBench201API(_NoCopyDict(data), verbose=False)
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ValueError(
+            raise NotAnNB201Source(
                 f"{path} is a torch file but not a NAS-Bench-201 benchmark ({_describe(err)}). "
                 f"Give {_FORMATS}."
             ) from None
@@ -222,7 +226,7 @@ def _open_api(kind: str, path: Path) -> Any:
             f"{path} could not be read (truncated or damaged?): {_describe(err)}"
         ) from None
     except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(
+        raise NotAnNB201Source(
             f"{path} is not a NATS-Bench topology benchmark ({_describe(err)}). Give {_FORMATS}."
         ) from None
 
@@ -235,7 +239,7 @@ def _row(api: Any, index: int, source: Path) -> dict[str, Any]:
     try:
         arch_str = space.key(space.parse(raw))
     except IllegalArchitecture as err:
-        raise ValueError(
+        raise NotAnNB201Source(
             f"{source}: architecture {index} is not a NAS-Bench-201 cell ({err}); is this the "
             "topology (tss) benchmark and not the size (sss) one?"
         ) from None
