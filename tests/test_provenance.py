@@ -89,7 +89,7 @@ def test_the_embedded_model_sha256_is_the_store_checked_one_and_a_user_file_is_h
 
 
 def test_a_run_folder_records_provenance_and_each_resume_adds_its_own(tmp_path):
-    settings = SearchSettings(use_llm=False, budget=12, iterations=1)
+    settings = SearchSettings(mode="collm-nollm", budget=12, iterations=1)
     run_search(settings, run_dir=tmp_path, thread_id="p1")
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["provenance"]["git"]["commit"] == _head()

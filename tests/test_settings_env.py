@@ -65,7 +65,8 @@ def test_cli_options_override_the_environment_and_untyped_ones_leave_it(monkeypa
     [settings] = captured_settings
     assert settings.budget == 12 and settings.dataset == "cifar100"  # typed: the CLI wins
     assert settings.candidates == 7 and settings.generator_llm.temperature == 0.1  # untyped: env
-    assert settings.iterations == 20 and not settings.use_llm  # neither: the default
+    assert settings.iterations == 20  # neither: the default
+    assert settings.mode == "collm-nollm"  # --llm none typed: its mode
 
 
 def test_a_typed_llm_option_keeps_the_environment_for_the_rest_of_the_role(monkeypatch, captured_settings):

@@ -63,7 +63,7 @@ def probe_kind():
 
 def test_parallel_evaluate_branches_never_enter_a_non_thread_safe_evaluator_together(probe_kind):
     settings = SearchSettings(
-        space="nb201", dataset="cifar10", evaluator=PROBE, use_llm=False,
+        space="nb201", dataset="cifar10", evaluator=PROBE, mode="collm-nollm",
         candidates=8, budget=8, iterations=1,
     )
     result = run_search(settings)
