@@ -23,6 +23,7 @@ from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_o
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
 from collm_nas.graph.provenance import command_line
+from collm_nas.spaces import get_space
 from collm_nas.tools.cost import CostLimit
 from pydantic import ValidationError
 from rich.console import Console
@@ -128,7 +129,7 @@ def _guarded(run):
 def bench(
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea,rea",
-    datasets: Annotated[str, typer.Option(help="comma-separated datasets")] = "cifar10,cifar100,imagenet16",
+    datasets: Annotated[str | None, typer.Option(help="comma-separated datasets (default: every dataset of the space)")] = None,
     runs: Annotated[int, typer.Option(help="seeds per method and dataset")] = 10,
     seed: Annotated[int, typer.Option(help="first seed")] = 0,
     budget: Annotated[int, typer.Option(help="distinct architectures evaluated per run")] = 100,
@@ -151,7 +152,8 @@ def bench(
         if runs < 1:
             raise UserError(f"--runs must be at least 1, got {runs}")
         limit = cost_limit(max_flops, max_params, max_latency)
-        method_names, dataset_names = _split(methods), _split(datasets)
+        method_names = _split(methods)
+        dataset_names = _split(datasets) if datasets else list(get_space(space).datasets)
         unknown = [m for m in method_names if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
@@ -242,7 +244,7 @@ def _typed(context: typer.Context, fields: dict[str, tuple[str, object]]) -> dic
 def search(
     ctx: typer.Context,
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
-    dataset: Annotated[str, typer.Option(help="dataset")] = "cifar10",
+    dataset: Annotated[str | None, typer.Option(help="dataset (default: the space's first; see `collm-nas spaces`)")] = None,
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
     evaluator: Annotated[str | None, typer.Option(help="benchmark | predictor | supernet")] = None,
     llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles) | none (no LLM)")] = "local",
@@ -344,7 +346,6 @@ def search_mode(mode: str, llm: str, single_llm: bool) -> str:
 
 def check_search_inputs(settings) -> None:
     """Fail before any LLM call on settings that cannot work."""
-    from collm_nas.spaces import get_space
     from collm_nas.tools.evaluators import make_evaluator
 
     get_space(settings.space)

@@ -12,6 +12,7 @@ import os
 from typing import Any, Literal
 
 from collm_nas.agents.llm import LLMSettings
+from collm_nas.spaces import resolve_dataset
 from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
 from collm_nas.tools.latency import check_latency_space
 from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
@@ -69,7 +70,7 @@ class SearchSettings(BaseSettings):
     )
 
     space: str = Field("nb201", description="search space")
-    dataset: str = Field("cifar10", description="dataset of the evaluator")
+    dataset: str | None = Field(None, description="dataset of the evaluator (the space's default if none)")
     objective: Literal["valid", "test"] = Field("valid", description="accuracy the search maximises")
     evaluator: str | None = Field(None, description="benchmark | predictor | supernet (space default)")
     data_path: str | None = Field(None, description="data file or folder; else $COLLM_NAS_DATA")
@@ -108,6 +109,11 @@ class SearchSettings(BaseSettings):
         if isinstance(data, dict) and OLD_MODE_FLAGS & data.keys():
             data = {k: v for k, v in data.items() if k not in OLD_MODE_FLAGS} | {"mode": mode_of(data)}
         return data
+
+    @model_validator(mode="after")
+    def _known_space_and_dataset(self) -> SearchSettings:
+        self.dataset = resolve_dataset(self.space, self.dataset)
+        return self
 
     @model_validator(mode="after")
     def _limit_needs_kind(self) -> SearchSettings:
