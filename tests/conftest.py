@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests read the real benchmark data through $COLLM_NAS_DATA."""
+"""Shared fixtures. Tests of control flow use the in-memory `synthetic` NB201 evaluator; tests of
+the real benchmark data read it through $COLLM_NAS_DATA."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch/llama_cpp lo
 from pathlib import Path
 
 import pytest
+from collm_nas.tools.evaluators import register_evaluator
+from nb201_synthetic import KIND, synthetic_evaluator
+
+register_evaluator(KIND, synthetic_evaluator)  # unit tests of control flow use it, not the data file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

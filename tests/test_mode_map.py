@@ -42,7 +42,7 @@ def fresh_models():
 def settings(mode: str, **overrides) -> SearchSettings:
     navigator, generator = SCRIPTS[mode]
     return SearchSettings(**{
-        "mode": mode, "iterations": 2, "budget": 6, "candidates": 3, "generator_retries": 0,
+        "mode": mode, "evaluator": "synthetic", "iterations": 2, "budget": 6, "candidates": 3, "generator_retries": 0,
         "navigator_llm": LLMSettings(backend="fake", script=navigator),
         "generator_llm": LLMSettings(backend="fake", script=generator), **overrides,
     })

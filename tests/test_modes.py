@@ -30,7 +30,7 @@ def fresh_models():
 
 def settings(navigator_script=(), **overrides) -> SearchSettings:
     values = {
-        "iterations": 20, "budget": 40, "candidates": 10, "generator_retries": 1,
+        "evaluator": "synthetic", "iterations": 20, "budget": 40, "candidates": 10, "generator_retries": 1,
         "navigator_llm": LLMSettings(backend="fake", script=list(navigator_script)),
         "generator_llm": LLMSettings(backend="fake", script=["unused"]),
         **overrides,
