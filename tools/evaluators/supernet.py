@@ -46,6 +46,10 @@ HOW_TO_GET_CHECKPOINT = (
 )
 
 
+class SupernetSettingError(CollmNasError, ValueError):
+    """An evaluator option that cannot work (no checkpoint given, a count below one)."""
+
+
 class SupernetCheckpointError(CollmNasError, ValueError):
     """The checkpoint is unreadable or belongs to another network."""
 
@@ -144,9 +148,9 @@ class OFASupernetEvaluator(Evaluator):
         e.g. a randomly initialised one for tests). `calib_images`: images used to recalibrate
         BN per subnet. `val_images`: evaluate on a fixed random subset (None: every image)."""
         if calib_images < 1:
-            raise ValueError("calib_images must be at least 1")
+            raise SupernetSettingError("calib_images must be at least 1")
         if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+            raise SupernetSettingError("batch_size must be at least 1")
         self.space = get_space("mobilenet")
         self.device = device
         self.batch_size = batch_size
@@ -161,7 +165,7 @@ class OFASupernetEvaluator(Evaluator):
             check_image_folder(self.calib_dir, NUM_CLASSES, allow_fewer_classes)
         if supernet is None:
             if checkpoint is None:
-                raise ValueError(
+                raise SupernetSettingError(
                     "the supernet evaluator needs the supernet checkpoint path. "
                     + HOW_TO_GET_CHECKPOINT
                 )
