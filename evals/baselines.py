@@ -66,6 +66,21 @@ def reinforce(
     return "gave up: too many rejected or repeated proposals"
 
 
+def _random_population(ledger: Ledger, rng: np.random.Generator, size: int) -> tuple[list[dict], int]:
+    """Up to `size` evaluated random samples (fewer once the budget or the proposal cap runs
+    out), and how many proposals that took."""
+    population: list[dict] = []
+    proposals = 0
+    while len(population) < size and not ledger.spent:
+        proposals += 1
+        if proposals > _proposal_cap(ledger):
+            break
+        verdict, record = ledger.submit(ledger.space.sample(rng), source="random")
+        if verdict == "evaluated":
+            population.append(record)
+    return population, proposals
+
+
 def evolution(
     ledger: Ledger, rng: np.random.Generator, population_size: int = 10, elite_fraction: float = 0.5
 ) -> str:
@@ -74,15 +89,9 @@ def evolution(
     Each generation mutates one dimension of a uniformly chosen elite to make `population_size`
     new, unseen children; the next population is the elites plus the best children.
     """
-    population: list[dict] = []
-    proposals = 0
-    while len(population) < population_size and not ledger.spent:
-        proposals += 1
-        if proposals > _proposal_cap(ledger):
-            return "gave up: too many rejected proposals"
-        verdict, record = ledger.submit(ledger.space.sample(rng), source="random")
-        if verdict == "evaluated":
-            population.append(record)
+    population, proposals = _random_population(ledger, rng, population_size)
+    if proposals > _proposal_cap(ledger):
+        return "gave up: too many rejected proposals"
     n_elite = max(1, int(round(elite_fraction * population_size)))
     while not ledger.spent:
         elites = sorted(population, key=ledger.score, reverse=True)[:n_elite]
@@ -117,15 +126,10 @@ def regularized_evolution(
     remove the oldest member, whatever its accuracy. A child already evaluated joins with its
     archived result without spending budget (the benchmark would return the same numbers).
     """
-    population: deque[dict] = deque()
-    proposals = 0
-    while len(population) < population_size and not ledger.spent:
-        proposals += 1
-        if proposals > _proposal_cap(ledger):
-            return "gave up: too many rejected proposals"
-        verdict, record = ledger.submit(ledger.space.sample(rng), source="random")
-        if verdict == "evaluated":
-            population.append(record)
+    first, proposals = _random_population(ledger, rng, population_size)
+    if proposals > _proposal_cap(ledger):
+        return "gave up: too many rejected proposals"
+    population = deque(first)
     misses = 0  # proposals in a row that were not evaluated
     while not ledger.spent:
         proposals += 1
