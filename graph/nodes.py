@@ -16,6 +16,7 @@ from collm_nas.tools.archive import TOP_FRACTION, dimension_stats, ranked, stats
 from collm_nas.tools.coordinator import make_record, screen
 from collm_nas.tools.cost import Cost
 from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.executors import EvaluationFailed
 from collm_nas.tools.sources import (
     RoundInputs,
     compare_with_rule,
@@ -154,11 +155,15 @@ def measure_llm(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[st
 
 
 def evaluate(task: EvaluationTask, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
-    """Evaluate one screened candidate (runs in parallel with the rest of the batch)."""
-    settings = runtime.context
-    space = get_space(settings.space)
+    """Evaluate one screened candidate (runs in parallel with the rest of the batch), here or on
+    a Ray worker (the run's executor). A candidate whose workers all died is recorded as
+    `evaluation_failed`: it enters no archive and spends no budget."""
     candidate = task["candidate"]
-    metrics: Metrics = _evaluator(settings).evaluate(space.parse(candidate["arch"]))
+    try:
+        metrics: Metrics = runtime.context.candidate_executor().evaluate(candidate["arch"])
+    except EvaluationFailed as err:
+        failed = {k: v for k, v in candidate.items() if k not in ("arch", "evaluation")}
+        return {"round_results": [{**failed, "verdict": "evaluation_failed", "reason": str(err)}]}
     cost = (Cost(candidate["flops_m"], candidate["params_m"], candidate.get("latency_ms"))
             if candidate["flops_m"] is not None else None)
     record = make_record(
