@@ -219,13 +219,18 @@ def route_after_screening(
     settings = runtime.context
     if uses_llm(settings.mode) and settings.measure_llm and _evaluator(settings).cheap:
         return "measure_llm"
-    return route_to_evaluation(state)
+    return route_to_evaluation(state, runtime)
 
 
-def route_to_evaluation(state: SearchState) -> list[Send] | Literal["record_round"]:
-    """Fan the screened candidates out to `evaluate`, or go straight on if none passed."""
-    sends = [Send("evaluate", {"candidate": c}) for c in state.get("screened", [])]
-    return sends or "record_round"
+def route_to_evaluation(
+    state: SearchState, runtime: Runtime[SearchSettings]
+) -> list[Send] | Literal["record_round"]:
+    """Fan the screened candidates out to `evaluate`, or go straight on if none passed. The
+    executor starts the whole batch here (a Ray pool then runs it on every worker however many
+    branches LangGraph runs at once); each branch collects its own result."""
+    screened = state.get("screened", [])
+    runtime.context.candidate_executor().start([c["arch"] for c in screened])
+    return [Send("evaluate", {"candidate": c}) for c in screened] or "record_round"
 
 
 def route_after_round(

@@ -1,15 +1,17 @@
 """Where candidates are evaluated: in this process (`local`) or on a Ray cluster (`ray`).
 
-An executor turns one architecture (its JSON form) into `Metrics`. The search graph's `evaluate`
-branches (one `Send` per screened candidate, on LangGraph's thread pool) each call
-`executor.evaluate(arch)`, so the graph, its state and its checkpoints are the same for both.
+An executor turns one architecture (its JSON form) into `Metrics`. The search graph's router
+hands it the round's screened batch (`start`), then its `evaluate` branches (one `Send` per
+candidate, on LangGraph's thread pool) each collect one result (`evaluate`), so the graph, its
+state and its checkpoints are the same for both executors.
 
 `ray`: a pool of actors, each holding its own evaluator built from the run's evaluator settings
-(a supernet checkpoint and its images load once per worker, on its GPU). A branch takes a free
-actor, waits for its result and gives it back, so a round's candidates run on every worker at
-once. A worker that dies mid-evaluation (process killed, node lost) is restarted by Ray while
-the candidate goes to the next free worker, up to `retries` times; after that the candidate
-fails with `EvaluationFailed` (the graph records verdict `evaluation_failed`), never twice.
+(a supernet checkpoint and its images load once per worker, on its GPU). A dispatcher thread
+sends each started evaluation to the next free actor, so the whole batch runs on every worker at
+once, however few threads LangGraph has. A worker that dies mid-evaluation (process killed, node
+lost) is restarted by Ray while its candidate goes to the next free worker, up to `retries` more
+times; after that the candidate fails with `EvaluationFailed` (the graph records verdict
+`evaluation_failed`). Each candidate's result is delivered once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import os
 import queue
 import socket
 import threading
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collm_nas.errors import CollmNasError
@@ -64,6 +67,8 @@ class RayOptions:
 
 
 class Executor(Protocol):
+    def start(self, archs: list[dict[str, Any]]) -> None: ...
+
     def evaluate(self, arch: dict[str, Any]) -> Metrics: ...
 
 
@@ -72,6 +77,9 @@ class LocalExecutor:
 
     def __init__(self, spec: EvaluatorSpec):
         self.spec = spec
+
+    def start(self, archs: list[dict[str, Any]]) -> None:
+        """Nothing to start ahead: each `evaluate` runs on its caller's thread."""
 
     def evaluate(self, arch: dict[str, Any]) -> Metrics:
         return self.spec.build().evaluate(get_space(self.spec.space).parse(arch))
@@ -146,6 +154,9 @@ class RayExecutor:
             max_restarts=-1,  # a killed worker comes back (and rebuilds its evaluator)
             runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}},
         )
+        self.jobs: dict[str, Future] = {}  # evaluations started and not yet collected
+        self._jobs_lock = threading.Lock()
+        self.work: queue.Queue[_Job | None] = queue.Queue()
         factory = _factory(spec.kind)
         self.actors = [worker.remote(spec, factory) for _ in range(options.workers)]
         self.hosts: list[tuple[str, int]] = []
@@ -164,30 +175,72 @@ class RayExecutor:
         self.free: queue.Queue[int] = queue.Queue()
         for number in range(len(self.actors)):
             self.free.put(number)
+        threading.Thread(target=self._dispatch, name="ray-dispatch", daemon=True).start()
 
     def worker_pids(self) -> list[int]:
         """The workers' process ids when they started (for fault tests)."""
         return [pid for _, pid in self.hosts]
 
+    def start(self, archs: list[dict[str, Any]]) -> None:
+        """Queue these evaluations (a round's batch) without waiting: the pool runs all of them
+        however few threads later wait in `evaluate`."""
+        with self._jobs_lock:
+            for arch in archs:
+                key = self._key(arch)
+                if key not in self.jobs:
+                    self.jobs[key] = Future()
+                    self.work.put(_Job(arch, self.jobs[key]))
+
     def evaluate(self, arch: dict[str, Any]) -> Metrics:
-        ray = _import_ray()
-        reasons = []
-        for _ in range(self.options.retries + 1):
+        """The result of an evaluation started by `start` (or started now)."""
+        self.start([arch])
+        key = self._key(arch)
+        try:
+            return self.jobs[key].result()
+        finally:
+            with self._jobs_lock:
+                self.jobs.pop(key, None)
+
+    def _dispatch(self) -> None:
+        """Each queued job to the next free worker, for as long as the pool lives."""
+        while (job := self.work.get()) is not None:
             number = self.free.get()  # blocks until a worker is free
-            try:
-                return ray.get(self.actors[number].evaluate.remote(arch))
-            except ray.exceptions.RayActorError as err:  # the worker died (Ray restarts it)
-                reasons.append(f"worker {number}: {_first_line(err)}")
-            finally:
-                self.free.put(number)
-        raise EvaluationFailed(
-            f"every worker that tried it died ({len(reasons)} tries): " + "; ".join(reasons)
-        )
+            sent = self.actors[number].evaluate.remote(job.arch)
+            sent.future().add_done_callback(lambda done, n=number, j=job: self._finished(n, j, done))
+
+    def _finished(self, number: int, job: _Job, done: Future) -> None:
+        ray = _import_ray()
+        self.free.put(number)
+        try:
+            job.result.set_result(done.result())
+        except ray.exceptions.RayActorError as err:  # the worker died (Ray restarts it)
+            job.failures.append(f"worker {number}: {_first_line(err)}")
+            if len(job.failures) > self.options.retries:
+                job.result.set_exception(EvaluationFailed(
+                    f"every worker that tried it died ({len(job.failures)} tries): "
+                    + "; ".join(job.failures)
+                ))
+            else:
+                self.work.put(job)  # to the next free worker
+        except Exception as err:  # the evaluator itself failed: the caller sees it, as locally
+            job.result.set_exception(err)
+
+    def _key(self, arch: dict[str, Any]) -> str:
+        space = get_space(self.spec.space)
+        return space.key(space.parse(arch))
 
     def close(self) -> None:
         ray = _import_ray()
+        self.work.put(None)
         for actor in self.actors:
             ray.kill(actor)
+
+
+@dataclass
+class _Job:
+    arch: dict[str, Any]
+    result: Future
+    failures: list[str] = field(default_factory=list)  # why each try failed
 
 
 def _import_ray():
