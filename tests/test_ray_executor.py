@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from collm_nas.graph.builder import compile_graph
 from collm_nas.graph.context import SearchSettings
-from collm_nas.graph.run import run_search
+from collm_nas.graph.run import open_checkpointer, run_search
 from collm_nas.spaces import get_space
 from collm_nas.tools.evaluators import make_evaluator, register_evaluator
 from collm_nas.tools.executors import (
@@ -152,3 +154,45 @@ def test_a_worker_that_cannot_build_its_evaluator_is_one_clear_error(ray_cluster
     message = str(raised.value)
     assert message.startswith("Ray worker 0 (host ")
     assert "could not build the default evaluator for nb201: DataFileError: nb201.csv not found" in message
+
+
+@pytest.mark.slow
+def test_a_driver_killed_mid_search_resumes_on_ray_without_repeating(ray_cluster, tmp_path):
+    close_executor()  # the drivers below need the cluster's CPUs
+    address = ray_cluster.get_runtime_context().gcs_address  # their actors die with them
+    run_dir = tmp_path / "run"
+    search = [sys.executable, "-m", "collm_nas.cli", "search", "--mode", "collm-nollm", "--budget", "300",
+              "--iterations", "40", "--executor", "ray", "--ray-address", address, "--run-dir", str(run_dir)]
+    process = subprocess.Popen(search, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if (run_dir / "events.jsonl").exists() and len(evaluated_keys(run_dir)) >= 30:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the search ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = evaluated_keys(run_dir)
+    assert 30 <= len(before) < 300
+
+    thread_id = json.loads((run_dir / "config.json").read_text())["thread_id"]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "collm_nas.cli", "search", "--resume", thread_id, "--run-dir", str(run_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    archive = [record["key"] for record in archive_in(run_dir, thread_id)]
+    assert len(archive) == len(set(archive)) == 300  # nothing evaluated twice into the archive
+    assert set(before) <= set(archive)
+    assert json.loads((run_dir / "summary.json").read_text())["evaluations"] == 300
+    # Only the round in flight at the kill (10 candidates) may have run again.
+    assert len(evaluated_keys(run_dir)) <= 300 + 10
+
+
+def archive_in(run_dir, thread_id) -> list[dict]:
+    graph = compile_graph(open_checkpointer(run_dir))
+    return graph.get_state({"configurable": {"thread_id": thread_id}}).values["archive"]
+
+
+def evaluated_keys(run_dir) -> list[str]:
+    return [key for key, verdict, _ in verdicts_of(run_dir) if verdict == "evaluated"]

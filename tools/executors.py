@@ -210,10 +210,13 @@ class RayExecutor:
 
     def _finished(self, number: int, job: _Job, done: Future) -> None:
         ray = _import_ray()
-        self.free.put(number)
         try:
             job.result.set_result(done.result())
-        except ray.exceptions.RayActorError as err:  # the worker died (Ray restarts it)
+            self.free.put(number)
+        except ray.exceptions.RayActorError as err:  # the worker died while evaluating this job
+            # Back in the pool once Ray has restarted it, so no other job is sent to it dead.
+            self.actors[number].ready.remote().future().add_done_callback(
+                lambda _, n=number: self.free.put(n))
             job.failures.append(f"worker {number}: {_first_line(err)}")
             if len(job.failures) > self.options.retries:
                 job.result.set_exception(EvaluationFailed(
@@ -223,6 +226,7 @@ class RayExecutor:
             else:
                 self.work.put(job)  # to the next free worker
         except Exception as err:  # the evaluator itself failed: the caller sees it, as locally
+            self.free.put(number)
             job.result.set_exception(err)
 
     def _key(self, arch: dict[str, Any]) -> str:
