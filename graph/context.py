@@ -155,6 +155,7 @@ class SearchSettings(BaseSettings):
         return shared_cost_counter(self.space, self.dataset, self.cost_kind == "latency", self.data_path)
 
     def evaluator_spec(self) -> EvaluatorSpec:
+        """What builds this run's evaluator, here or on a Ray worker."""
         return EvaluatorSpec(self.space, self.dataset, self.evaluator, self.data_path)
 
     def candidate_executor(self) -> Executor:
