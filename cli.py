@@ -127,6 +127,7 @@ def _guarded(run):
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "rs,rl,ea,rea",
     datasets: Annotated[str | None, typer.Option(help="comma-separated datasets (default: every dataset of the space)")] = None,
@@ -140,6 +141,11 @@ def bench(
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
+    executor: Annotated[str, typer.Option(help="LLM methods: local (threads) | ray (a Ray cluster; pip install 'collm-nas[ray]')")] = "local",
+    ray_address: Annotated[str, typer.Option(help="LLM methods, --executor ray: '' starts a local cluster; auto; ray://host:port")] = "",
+    eval_workers: Annotated[int, typer.Option(help="LLM methods, --executor ray: workers, each with its own evaluator")] = 2,
+    gpus_per_eval: Annotated[float, typer.Option(help="LLM methods, --executor ray: GPUs per worker")] = 0.0,
+    cpus_per_eval: Annotated[float, typer.Option(help="LLM methods, --executor ray: CPUs per worker")] = 1.0,
     out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
 ):
     """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
@@ -158,7 +164,8 @@ def bench(
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
         model = llm_spec(llm, LLMSettings())
-        options = {"navigator_llm": model, "generator_llm": model}
+        options = {"navigator_llm": model, "generator_llm": model, **_typed(ctx, _executor_fields(
+            executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval))}
         if iterations is not None:
             if iterations < 1:
                 raise UserError(f"--iterations must be at least 1, got {iterations}")
@@ -240,6 +247,13 @@ def _typed(context: typer.Context, fields: dict[str, tuple[str, object]]) -> dic
     return {field: value for field, (option, value) in fields.items() if option in typed and value is not None}
 
 
+def _executor_fields(executor: str, address: str, workers: int, gpus: float, cpus: float) -> dict[str, tuple[str, object]]:
+    """The executor settings, each with the option it comes from (for `_typed`)."""
+    return {"executor": ("executor", executor), "ray_address": ("ray_address", address),
+            "eval_workers": ("eval_workers", workers), "gpus_per_eval": ("gpus_per_eval", gpus),
+            "cpus_per_eval": ("cpus_per_eval", cpus)}
+
+
 @app.command()
 def search(
     ctx: typer.Context,
@@ -268,6 +282,11 @@ def search(
     navigator_memory: Annotated[bool, typer.Option("--navigator-memory/--no-navigator-memory")] = True,
     generator_memory: Annotated[bool, typer.Option("--generator-memory/--no-generator-memory")] = False,
     single_llm: Annotated[bool, typer.Option("--single-llm", help="SiLLM-NAS variant (as --mode sillm)")] = False,
+    executor: Annotated[str, typer.Option(help="local (threads) | ray (a Ray cluster; pip install 'collm-nas[ray]')")] = "local",
+    ray_address: Annotated[str, typer.Option(help="with --executor ray: '' starts a local cluster; auto; ray://host:port")] = "",
+    eval_workers: Annotated[int, typer.Option(help="with --executor ray: workers, each with its own evaluator")] = 2,
+    gpus_per_eval: Annotated[float, typer.Option(help="with --executor ray: GPUs per worker")] = 0.0,
+    cpus_per_eval: Annotated[float, typer.Option(help="with --executor ray: CPUs per worker")] = 1.0,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="run folder (default runs/<id>)")] = None,
     resume: Annotated[str | None, typer.Option(help="continue the stopped run with this id")] = None,
@@ -314,6 +333,7 @@ def search(
                 "navigator_memory": ("navigator_memory", navigator_memory),
                 "generator_memory": ("generator_memory", generator_memory),
                 "seed": ("seed", seed), "sources": ("sources", _split(sources) if sources else None),
+                **_executor_fields(executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval),
             }), **({"mode": chosen} if mode_typed else {}),
                 **({"cost_kind": limit.kind, "max_cost": limit.bound} if limit else {}),
                 **{field: role for field, role in roles.items() if role})

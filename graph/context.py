@@ -14,6 +14,7 @@ from typing import Any, Literal
 from collm_nas.agents.llm import LLMSettings
 from collm_nas.spaces import resolve_dataset
 from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
+from collm_nas.tools.executors import EvaluatorSpec, Executor, RayOptions, make_executor
 from collm_nas.tools.latency import check_latency_space
 from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 from pydantic import Field, model_validator
@@ -100,6 +101,13 @@ class SearchSettings(BaseSettings):
         True, description="score the LLM's candidates against the rule's on the same state "
         "(only with a benchmark or predictor evaluator)",
     )
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where candidates are evaluated: local threads or a Ray cluster"
+    )
+    ray_address: str = Field("", description="Ray cluster: '' starts a local one; auto; ray://host:port")
+    eval_workers: int = Field(2, ge=1, description="Ray workers, each with its own evaluator")
+    gpus_per_eval: float = Field(0.0, ge=0, description="GPUs each Ray worker holds")
+    cpus_per_eval: float = Field(1.0, gt=0, description="CPUs each Ray worker holds")
     seed: int = 0
 
     @model_validator(mode="before")
@@ -145,6 +153,16 @@ class SearchSettings(BaseSettings):
     def cost_counter(self) -> CostCounter:
         """The process-wide cost counter for this run (with table latency under a latency limit)."""
         return shared_cost_counter(self.space, self.dataset, self.cost_kind == "latency", self.data_path)
+
+    def evaluator_spec(self) -> EvaluatorSpec:
+        """What builds this run's evaluator, here or on a Ray worker."""
+        return EvaluatorSpec(self.space, self.dataset, self.evaluator, self.data_path)
+
+    def candidate_executor(self) -> Executor:
+        """The process-wide executor for this run's evaluator and executor settings."""
+        return make_executor(self.executor, self.evaluator_spec(), RayOptions(
+            self.ray_address, self.eval_workers, self.gpus_per_eval, self.cpus_per_eval,
+        ))
 
     def recursion_limit(self) -> int:
         """Enough graph steps for every round (navigate, generate, screen, evaluate, record)."""

@@ -16,6 +16,7 @@ from collm_nas.tools.archive import TOP_FRACTION, dimension_stats, ranked, stats
 from collm_nas.tools.coordinator import make_record, screen
 from collm_nas.tools.cost import Cost
 from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.executors import EvaluationFailed
 from collm_nas.tools.sources import (
     RoundInputs,
     compare_with_rule,
@@ -154,11 +155,15 @@ def measure_llm(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[st
 
 
 def evaluate(task: EvaluationTask, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
-    """Evaluate one screened candidate (runs in parallel with the rest of the batch)."""
-    settings = runtime.context
-    space = get_space(settings.space)
+    """Evaluate one screened candidate (runs in parallel with the rest of the batch), here or on
+    a Ray worker (the run's executor). A candidate whose workers all died is recorded as
+    `evaluation_failed`: it enters no archive and spends no budget."""
     candidate = task["candidate"]
-    metrics: Metrics = _evaluator(settings).evaluate(space.parse(candidate["arch"]))
+    try:
+        metrics: Metrics = runtime.context.candidate_executor().evaluate(candidate["arch"])
+    except EvaluationFailed as err:
+        failed = {k: v for k, v in candidate.items() if k not in ("arch", "evaluation")}
+        return {"round_results": [{**failed, "verdict": "evaluation_failed", "reason": str(err)}]}
     cost = (Cost(candidate["flops_m"], candidate["params_m"], candidate.get("latency_ms"))
             if candidate["flops_m"] is not None else None)
     record = make_record(
@@ -214,13 +219,18 @@ def route_after_screening(
     settings = runtime.context
     if uses_llm(settings.mode) and settings.measure_llm and _evaluator(settings).cheap:
         return "measure_llm"
-    return route_to_evaluation(state)
+    return route_to_evaluation(state, runtime)
 
 
-def route_to_evaluation(state: SearchState) -> list[Send] | Literal["record_round"]:
-    """Fan the screened candidates out to `evaluate`, or go straight on if none passed."""
-    sends = [Send("evaluate", {"candidate": c}) for c in state.get("screened", [])]
-    return sends or "record_round"
+def route_to_evaluation(
+    state: SearchState, runtime: Runtime[SearchSettings]
+) -> list[Send] | Literal["record_round"]:
+    """Fan the screened candidates out to `evaluate`, or go straight on if none passed. The
+    executor starts the whole batch here (a Ray pool then runs it on every worker however many
+    branches LangGraph runs at once); each branch collects its own result."""
+    screened = state.get("screened", [])
+    runtime.context.candidate_executor().start([c["arch"] for c in screened])
+    return [Send("evaluate", {"candidate": c}) for c in screened] or "record_round"
 
 
 def route_after_round(

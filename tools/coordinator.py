@@ -17,7 +17,7 @@ from collm_nas.spaces.evaluation import Metrics, score
 from collm_nas.tools.cost import Cost, CostLimit
 from pydantic import BaseModel
 
-Verdict = Literal["evaluated", "duplicate", "illegal", "over_limit", "budget_spent"]
+Verdict = Literal["evaluated", "duplicate", "illegal", "over_limit", "budget_spent", "evaluation_failed"]
 
 
 @dataclass
