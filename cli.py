@@ -139,6 +139,8 @@ def bench(
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
     max_latency: Annotated[float | None, typer.Option(help="latency limit, ms on a Samsung Note10 (OFA's tables; mobilenet)")] = None,
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    evaluator: Annotated[str | None, typer.Option(help="evaluator kind (the space's default if none; see `collm-nas spaces`)")] = None,
+    evaluator_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the evaluator, repeatable (e.g. device=cuda)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
     executor: Annotated[str, typer.Option(help="LLM methods: local (threads) | ray (a Ray cluster; pip install 'collm-nas[ray]')")] = "local",
@@ -164,8 +166,11 @@ def bench(
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
         model = llm_spec(llm, LLMSettings())
-        options = {"navigator_llm": model, "generator_llm": model, **_typed(ctx, _executor_fields(
-            executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval))}
+        options = {"navigator_llm": model, "generator_llm": model, **_typed(ctx, {
+            **_executor_fields(executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval),
+            "evaluator": ("evaluator", evaluator),
+            "evaluator_options": ("evaluator_option", key_values(evaluator_option or [])),
+        })}
         if iterations is not None:
             if iterations < 1:
                 raise UserError(f"--iterations must be at least 1, got {iterations}")
@@ -247,6 +252,21 @@ def _typed(context: typer.Context, fields: dict[str, tuple[str, object]]) -> dic
     return {field: value for field, (option, value) in fields.items() if option in typed and value is not None}
 
 
+def key_values(items: list[str]) -> dict[str, object]:
+    """`KEY=VALUE` options as a dict; a value that reads as JSON (a number, true/false) is taken
+    as that, anything else as text."""
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"evaluator options are KEY=VALUE, got {item!r}")
+        try:
+            values[key.strip()] = json.loads(text)
+        except ValueError:
+            values[key.strip()] = text
+    return values
+
+
 def _executor_fields(executor: str, address: str, workers: int, gpus: float, cpus: float) -> dict[str, tuple[str, object]]:
     """The executor settings, each with the option it comes from (for `_typed`)."""
     return {"executor": ("executor", executor), "ray_address": ("ray_address", address),
@@ -260,7 +280,8 @@ def search(
     space: Annotated[str, typer.Option(help="search space")] = "nb201",
     dataset: Annotated[str | None, typer.Option(help="dataset (default: the space's first; see `collm-nas spaces`)")] = None,
     objective: Annotated[str, typer.Option(help="valid | test")] = "valid",
-    evaluator: Annotated[str | None, typer.Option(help="benchmark | predictor | supernet")] = None,
+    evaluator: Annotated[str | None, typer.Option(help="evaluator kind (the space's default if none; see `collm-nas spaces`)")] = None,
+    evaluator_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the evaluator, repeatable (e.g. device=cuda)")] = None,
     llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles) | none (no LLM)")] = "local",
     mode: Annotated[str, typer.Option(help="collm (statistics-steered) | collm-nollm (no LLM, as --llm none) | paper (Algorithm 1) | sillm (as --single-llm)")] = "collm",
     sources: Annotated[str | None, typer.Option(help="code candidate sources, comma-separated")] = None,
@@ -328,6 +349,7 @@ def search(
             settings = SearchSettings(**_typed(ctx, {
                 "space": ("space", space), "dataset": ("dataset", dataset), "objective": ("objective", objective),
                 "evaluator": ("evaluator", evaluator), "data_path": ("data", str(data) if data else None),
+                "evaluator_options": ("evaluator_option", key_values(evaluator_option or [])),
                 "target": ("target", target), "iterations": ("iterations", iterations),
                 "budget": ("budget", budget), "candidates": ("candidates", candidates),
                 "navigator_memory": ("navigator_memory", navigator_memory),

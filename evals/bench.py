@@ -90,7 +90,8 @@ def run_result(
 
 def make_ledger(spec: RunSpec) -> Ledger:
     space = get_space(spec.space)
-    evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
+    evaluator = make_evaluator(spec.space, spec.dataset, spec.options.get("evaluator"), spec.data_path,
+                               tuple(sorted(spec.options.get("evaluator_options", {}).items())))
     limit = spec.cost_limit
     counter = (shared_cost_counter(spec.space, spec.dataset, limit.kind == "latency", spec.data_path)
                if limit else None)

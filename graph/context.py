@@ -74,6 +74,10 @@ class SearchSettings(BaseSettings):
     dataset: str | None = Field(None, description="dataset of the evaluator (the space's default if none)")
     objective: Literal["valid", "test"] = Field("valid", description="accuracy the search maximises")
     evaluator: str | None = Field(None, description="benchmark | predictor | supernet (space default)")
+    evaluator_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="keyword settings for the evaluator, e.g. {'device': 'cuda'} for a supernet on a GPU",
+    )
     data_path: str | None = Field(None, description="data file or folder; else $COLLM_NAS_DATA")
     target: float | None = Field(None, description="stop when the best accuracy reaches this")
     cost_kind: Literal["flops", "params", "latency"] | None = Field(
@@ -156,7 +160,8 @@ class SearchSettings(BaseSettings):
 
     def evaluator_spec(self) -> EvaluatorSpec:
         """What builds this run's evaluator, here or on a Ray worker."""
-        return EvaluatorSpec(self.space, self.dataset, self.evaluator, self.data_path)
+        return EvaluatorSpec(self.space, self.dataset, self.evaluator, self.data_path,
+                             tuple(sorted(self.evaluator_options.items())))
 
     def candidate_executor(self) -> Executor:
         """The process-wide executor for this run's evaluator and executor settings."""

@@ -15,7 +15,6 @@ from collm_nas.spaces.evaluation import Metrics, score
 from collm_nas.tools.archive import TOP_FRACTION, dimension_stats, ranked, stats_text
 from collm_nas.tools.coordinator import make_record, screen
 from collm_nas.tools.cost import Cost
-from collm_nas.tools.evaluators import make_evaluator
 from collm_nas.tools.executors import EvaluationFailed
 from collm_nas.tools.sources import (
     RoundInputs,
@@ -43,7 +42,7 @@ LLM_PROPOSERS = (generator.SOURCE, single_llm.SOURCE)
 
 
 def _evaluator(settings: SearchSettings):
-    return make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
+    return settings.evaluator_spec().build()
 
 
 def _round_inputs(state: SearchState, settings: SearchSettings) -> RoundInputs:

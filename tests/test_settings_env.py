@@ -85,3 +85,10 @@ def test_a_bad_environment_value_is_one_clear_line(monkeypatch, captured_setting
     [line] = result.output.strip().splitlines()
     assert line.startswith("error: invalid SearchSettings: budget ($COLLM_NAS_BUDGET): ")
     assert "valid integer" in line and "'lots'" in line
+
+
+def test_cli_evaluator_options_reach_the_settings(captured_settings):
+    args = ["search", "--llm", "none", "--evaluator-option", "device=cuda", "--evaluator-option", "calib_images=500"]
+    result = CliRunner().invoke(cli.app, args)
+    assert "captured" in result.output, result.output
+    assert captured_settings[0].evaluator_options == {"device": "cuda", "calib_images": 500}
