@@ -101,11 +101,12 @@ def read_nb201_table(path: str | None = None) -> dict[str, tuple[float, ...]]:
             f"{file} holds {len(table)} distinct cells, expected {NB201_ROWS}: the file is "
             f"truncated or not the NAS-Bench-201 table. {HOW_TO_GET_NB201}"
         )
-    missing = sorted(every_cell_key() - table.keys())
-    if missing:  # as many rows, but some are not cells of the space (a search would miss them)
+    unknown = sorted(table.keys() - every_cell_key())
+    if unknown:  # with one row per cell, each row that is no cell hides a cell a search asks for
         raise DataFileError(
-            f"{file} lacks {len(missing)} of the {NB201_ROWS} cells (e.g. {missing[0]}): rows "
-            f"are damaged or not in the canonical notation. {HOW_TO_GET_NB201}"
+            f"{file}: {len(unknown)} rows are no NAS-Bench-201 cell (e.g. {unknown[0]!r}), so as "
+            "many cells are missing: the table is damaged or not in the canonical notation. "
+            f"{HOW_TO_GET_NB201}"
         )
     return table
 
