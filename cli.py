@@ -374,14 +374,15 @@ def limit_warning(settings) -> str | None:
 
     space, limit, count = get_space(settings.space), settings.cost_limit(), settings.cost_counter()
     rng = np.random.default_rng(settings.seed)
-    values = []
+    allowed, smallest = 0, float("inf")
     for _ in range(LIMIT_SAMPLES):
-        values.append(count(space.sample(rng)).value(limit.kind))
-        if sum(value <= limit.bound for value in values) >= LIMIT_ENOUGH:
+        value = count(space.sample(rng)).value(limit.kind)
+        allowed += value <= limit.bound
+        smallest = min(smallest, value)
+        if allowed >= LIMIT_ENOUGH:
             return None
-    allowed = sum(value <= limit.bound for value in values)
     return (f"--max-{limit.kind} {limit.bound:g} allows {allowed} of {LIMIT_SAMPLES} random "
-            f"{settings.space} architectures (the smallest has {min(values):.3g} {limit.unit}); "
+            f"{settings.space} architectures (the smallest has {smallest:.3g} {limit.unit}); "
             "the search will find few or none: raise the limit")
 
 

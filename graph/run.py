@@ -105,8 +105,6 @@ class RunFolder:
         try:
             (self.path / "strategies").mkdir(parents=True, exist_ok=True)
             self._lock = self._acquire_lock()
-            self._check_owner(thread_id)
-            self._events = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as err:
             if isinstance(err, CollmNasError):
                 raise
@@ -114,7 +112,13 @@ class RunFolder:
                 f"cannot use {self.path} as the run folder ({err.strerror or err}); "
                 "choose a writable folder with --run-dir"
             ) from None
-        self._drop_partial_line()
+        try:
+            self._check_owner(thread_id)
+            self._events = os.open(self.path / "events.jsonl", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._drop_partial_line()
+        except BaseException:
+            os.close(self._lock)  # a folder refused is not held
+            raise
 
     def _acquire_lock(self) -> int:
         """An exclusive lock on `run.lock` holding our pid; the OS drops it when we exit."""

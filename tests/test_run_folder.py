@@ -140,6 +140,7 @@ def test_a_folder_holding_another_run_is_refused(tmp_path):
     run_search(settings(budget=5), run_dir=run_dir, thread_id="first")
     with pytest.raises(RunIdError, match="holds run 'first'"):
         run_search(settings(budget=5), run_dir=run_dir, thread_id="second")
+    RunFolder(run_dir, "first").close()  # the refusal did not keep the folder locked
     result = CliRunner().invoke(cli.app, ["search", "--resume", "second", "--run-dir", str(run_dir)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
