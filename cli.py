@@ -315,7 +315,7 @@ def search(
 ):
     """Run a CoLLM-NAS search (or resume one) and write its run folder."""
     from collm_nas.graph.context import SearchSettings
-    from collm_nas.graph.run import load_run_settings, run_search
+    from collm_nas.graph.run import RunFolder, load_run_settings, run_search
 
     def body():
         if resume:
@@ -323,6 +323,9 @@ def search(
             if not (folder / "config.json").exists():
                 raise UserError(f"no run {resume!r} in {folder} (config.json missing); pass --run-dir")
             thread_id, settings = load_run_settings(folder)
+            if thread_id != resume:
+                raise UserError(f"{folder} holds run {thread_id!r}, not {resume!r}; pass --resume "
+                                f"{thread_id}, or the folder of run {resume!r} with --run-dir")
         else:
             if objective not in ("valid", "test"):
                 raise UserError(f"--objective must be 'valid' or 'test', got {objective!r}")
@@ -348,7 +351,8 @@ def search(
                                       "llm": ("llm", "none" if llm == "none" else None)})
             settings = SearchSettings(**_typed(ctx, {
                 "space": ("space", space), "dataset": ("dataset", dataset), "objective": ("objective", objective),
-                "evaluator": ("evaluator", evaluator), "data_path": ("data", str(data) if data else None),
+                "evaluator": ("evaluator", evaluator),
+                "data_path": ("data", str(data.expanduser().absolute()) if data else None),
                 "evaluator_options": ("evaluator_option", key_values(evaluator_option or [])),
                 "target": ("target", target), "iterations": ("iterations", iterations),
                 "budget": ("budget", budget), "candidates": ("candidates", candidates),
@@ -362,8 +366,10 @@ def search(
             check_search_inputs(settings)
             thread_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             folder = run_dir or Path("runs") / thread_id
-        with SearchProgress(settings, console) as progress:
-            result = run_search(settings, run_dir=folder, thread_id=thread_id,
+        # The folder is claimed (locked, checked) before the progress display starts, so that a
+        # folder in use or of another run is one line of error.
+        with RunFolder(folder, thread_id) as claimed, SearchProgress(settings, console) as progress:
+            result = run_search(settings, run_dir=claimed, thread_id=thread_id,
                                 resume=bool(resume), on_event=progress.update)
         write_report(folder)
         console.print(f"run {result.thread_id}: {result.stop_reason}; folder {folder}")
@@ -387,11 +393,39 @@ def search_mode(mode: str, llm: str, single_llm: bool) -> str:
 
 
 def check_search_inputs(settings) -> None:
-    """Fail before any LLM call on settings that cannot work."""
+    """Fail before any LLM call on settings that cannot work; warn on a limit that leaves
+    (almost) nothing to search."""
     from collm_nas.tools.evaluators import make_evaluator
 
     get_space(settings.space)
     make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
+    if settings.cost_limit() is not None:
+        warning = limit_warning(settings)
+        if warning:
+            console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+LIMIT_SAMPLES = 100  # random architectures a cost limit is tried on
+LIMIT_ENOUGH = 2  # allowed ones that show the limit leaves a real space (stops the sampling)
+
+
+def limit_warning(settings) -> str | None:
+    """A warning when the cost limit allows fewer than `LIMIT_ENOUGH` of `LIMIT_SAMPLES`
+    random architectures (about 1 % of the space or less); None when it leaves enough."""
+    import numpy as np
+
+    space, limit, count = get_space(settings.space), settings.cost_limit(), settings.cost_counter()
+    rng = np.random.default_rng(settings.seed)
+    allowed, smallest = 0, float("inf")
+    for _ in range(LIMIT_SAMPLES):
+        value = count(space.sample(rng)).value(limit.kind)
+        allowed += value <= limit.bound
+        smallest = min(smallest, value)
+        if allowed >= LIMIT_ENOUGH:
+            return None
+    return (f"--max-{limit.kind} {limit.bound:g} allows {allowed} of {LIMIT_SAMPLES} random "
+            f"{settings.space} architectures (the smallest has {smallest:.3g} {limit.unit}); "
+            "the search will find few or none: raise the limit")
 
 
 @app.command()

@@ -76,9 +76,25 @@ def test_sigkilled_search_resumes_without_losing_or_repeating(tmp_path):
     keys = [record["key"] for record in _archive(run_dir)]
     assert len(keys) == len(set(keys)) == 100
     assert before <= set(keys)
+    logged = _evaluated_keys(events)
+    assert len(logged) == len(set(logged)) == 100 and set(logged) == set(keys)  # each logged once
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["evaluations"] == 100 and summary["stop_reason"].startswith("evaluation budget")
     assert (run_dir / "summary.md").exists() and (run_dir / "explored.png").exists()
+
+
+def test_kill_resume_harness_finds_nothing_lost_redone_or_logged_twice(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import kill_resume
+
+    # Before the first checkpoint (where a second process must be refused) and mid-round.
+    results = kill_resume.run(["collm-nollm", "paper"], [kill_resume.BEFORE_FIRST_CHECKPOINT, 27], tmp_path)
+    totals = kill_resume.totals(results)
+    assert totals["second_process_refused"] == [True, True], results
+    assert all(r["reached"] for r in results) and results[0]["checkpoints_at_kill"] == 0
+    assert {k: totals[k] for k in ("lost", "redone", "duplicate_events", "events_not_matching_archive",
+                                   "not_resumed")} == dict.fromkeys(
+        ("lost", "redone", "duplicate_events", "events_not_matching_archive", "not_resumed"), 0), results
 
 
 def _start_langgraph_dev(log_path: Path) -> tuple[subprocess.Popen, str]:

@@ -1,4 +1,10 @@
-"""Finding data files: explicit path -> $COLLM_NAS_DATA -> the user cache dir."""
+"""Finding data files: explicit path -> $COLLM_NAS_DATA -> the user cache dir.
+
+Paths are made absolute when read: a relative `$COLLM_NAS_DATA` (the README's
+`../shared/data`) is resolved once, against the folder this process started in, and written
+back to the environment, so a later `chdir` and every child process (a search started from
+another folder, a Ray worker) find the same files.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,16 @@ class DataFileError(CollmNasError, FileNotFoundError):
     """A data file is missing or unreadable; the message says where we looked and what to do."""
 
 
+def absolute_data_env() -> None:
+    """Replace a relative `$COLLM_NAS_DATA` with its absolute path (idempotent)."""
+    value = os.environ.get(DATA_ENV)
+    if value:
+        os.environ[DATA_ENV] = os.path.abspath(os.path.expanduser(value))
+
+
+absolute_data_env()
+
+
 def user_data_dir() -> Path:
     return Path(user_cache_dir("collm-nas")) / "data"
 
@@ -23,10 +39,11 @@ def candidate_paths(filename: str, explicit: str | Path | None = None) -> list[P
     """Where `filename` is looked for, in order."""
     paths = []
     if explicit:
-        explicit = Path(explicit).expanduser()
+        explicit = Path(os.path.abspath(Path(explicit).expanduser()))
         paths.append(explicit / filename if explicit.is_dir() else explicit)
     if os.environ.get(DATA_ENV):
-        paths.append(Path(os.environ[DATA_ENV]).expanduser() / filename)
+        absolute_data_env()  # the variable may have been set after this module was loaded
+        paths.append(Path(os.environ[DATA_ENV]) / filename)
     paths.append(user_data_dir() / filename)
     return paths
 

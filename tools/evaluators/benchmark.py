@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from functools import cache
+from itertools import product
 from pathlib import Path
 
 from collm_nas.spaces import SearchSpace, get_space
@@ -87,8 +88,11 @@ def read_nb201_table(path: str | None = None) -> dict[str, tuple[float, ...]]:
                         f"{file} line {line}: a value is missing or not a number "
                         "(the file may be truncated or damaged)"
                     ) from None
-                if not all(math.isfinite(v) for v in values):
-                    raise DataFileError(f"{file} line {line}: non-finite accuracy")
+                if not all(math.isfinite(v) and 0 <= v <= 100 for v in values):
+                    raise DataFileError(
+                        f"{file} line {line}: an accuracy outside 0-100 ({max(values, key=abs):g}); "
+                        f"the table is damaged or not in percent. {HOW_TO_GET_NB201}"
+                    )
                 table[row["arch_str"]] = values
     except UnicodeDecodeError:
         raise DataFileError(f"{file} is not a text CSV file") from None
@@ -97,4 +101,17 @@ def read_nb201_table(path: str | None = None) -> dict[str, tuple[float, ...]]:
             f"{file} holds {len(table)} distinct cells, expected {NB201_ROWS}: the file is "
             f"truncated or not the NAS-Bench-201 table. {HOW_TO_GET_NB201}"
         )
+    unknown = sorted(table.keys() - every_cell_key())
+    if unknown:  # with one row per cell, each row that is no cell hides a cell a search asks for
+        raise DataFileError(
+            f"{file}: {len(unknown)} rows are no NAS-Bench-201 cell (e.g. {unknown[0]!r}), so as "
+            "many cells are missing: the table is damaged or not in the canonical notation. "
+            f"{HOW_TO_GET_NB201}"
+        )
     return table
+
+
+def every_cell_key() -> set[str]:
+    """The canonical key of every NAS-Bench-201 cell."""
+    space = get_space("nb201")
+    return {space.key(space.from_genes(genes)) for genes in product(*space.dimensions.values())}
