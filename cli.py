@@ -140,6 +140,8 @@ def bench(
     data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
+    llm_timeout: Annotated[float | None, typer.Option(help="seconds an LLM server may send nothing before a request is given up (replies that keep streaming are not cut off; default 90)")] = None,
+    llm_retries: Annotated[int | None, typer.Option(help="retries per LLM request after a timeout, lost connection or HTTP 408/409/429/5xx (default 2)")] = None,
     out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
 ):
     """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
@@ -157,7 +159,7 @@ def bench(
         unknown = [m for m in method_names if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
-        model = llm_spec(llm, LLMSettings())
+        model = llm_spec(llm, LLMSettings(**_transport(llm_timeout, llm_retries)))
         options = {"navigator_llm": model, "generator_llm": model}
         if iterations is not None:
             if iterations < 1:
@@ -209,6 +211,12 @@ def data_nb201(
     _guarded(body)
 
 
+def _transport(timeout: float | None, retries: int | None) -> dict:
+    """The LLM transport settings that were given (--llm-timeout, --llm-retries)."""
+    given = {"timeout": timeout, "max_retries": retries}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
     """`backend[:model][@base_url]`, e.g. `vllm:Qwen/Qwen3-30B-A3B@http://127.0.0.1:8000/v1`."""
     return LLMSettings.model_validate({**defaults.model_dump(), **llm_changes(spec, defaults.backend)})
@@ -256,6 +264,8 @@ def search(
     model: Annotated[str | None, typer.Option(help="model name (or GGUF path for local)")] = None,
     structured_method: Annotated[str | None, typer.Option(help="json_schema | function_calling | json_mode")] = None,
     reasoning: Annotated[bool | None, typer.Option("--reasoning/--no-reasoning", help="Qwen3 thinking on vLLM")] = None,
+    llm_timeout: Annotated[float | None, typer.Option(help="seconds an LLM server may send nothing before a request is given up (replies that keep streaming are not cut off; default 90)")] = None,
+    llm_retries: Annotated[int | None, typer.Option(help="retries per LLM request after a timeout, lost connection or HTTP 408/409/429/5xx (default 2)")] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature, both roles")] = 0.6,
     budget: Annotated[int, typer.Option(help="distinct architectures evaluated at most")] = 100,
     iterations: Annotated[int, typer.Option(help="Navigator-Generator rounds at most")] = 20,
@@ -300,6 +310,7 @@ def search(
                 "model": ("model", model), "base_url": ("base_url", base_url),
                 "structured_method": ("structured_method", structured_method), "reasoning": ("reasoning", reasoning),
                 "script": ("fake_script", json.loads(fake_script.read_text()) if fake_script else None),
+                "timeout": ("llm_timeout", llm_timeout), "max_retries": ("llm_retries", llm_retries),
             })
             roles = {field: {**both_roles, **llm_changes(spec, both_roles.get("backend", "local"))}
                      for field, spec in (("navigator_llm", navigator_llm), ("generator_llm", generator_llm))}

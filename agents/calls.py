@@ -68,12 +68,15 @@ class LLMUnavailable(CollmNasError, RuntimeError):
     client's bounded retries)."""
 
 
-def timed_invoke(runnable, messages: list[BaseMessage], server: str | None = None) -> tuple[Any, float]:
+def timed_invoke(
+    runnable, messages: list[BaseMessage], server: str | None = None, streamed: bool = False
+) -> tuple[Any, float]:
     """`runnable.invoke(messages)` and its seconds; a server fault becomes one `LLMUnavailable`
-    line naming the server (`server`: its base URL, for faults that carry none)."""
+    line naming the server (`server`: its base URL, for faults that carry none). `streamed`:
+    the reply's chunks added up instead, which keeps a tool call's arguments as sent."""
     started = time.perf_counter()
     try:
-        result = runnable.invoke(messages)
+        result = _streamed(runnable, messages) if streamed else runnable.invoke(messages)
     except openai.APIStatusError as err:
         raise LLMUnavailable(
             f"the LLM server at {_url(err, server)} answered HTTP {err.status_code}: "
@@ -99,6 +102,15 @@ def timed_invoke(runnable, messages: list[BaseMessage], server: str | None = Non
     return result, time.perf_counter() - started
 
 
+def _streamed(runnable, messages: list[BaseMessage]) -> AIMessage:
+    message = None
+    for chunk in runnable.stream(messages):
+        message = chunk if message is None else message + chunk
+    if message is None:
+        raise ValueError("the reply held no chat completion")
+    return message
+
+
 def _url(err: Exception, server: str | None) -> str:
     try:
         return str(err.request.url)  # type: ignore[attr-defined]
@@ -121,9 +133,10 @@ def clean_text(text: str, chars: int) -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """A JSON value as it can be stored and sent (lone surrogates replaced)."""
+    """A JSON value as the checkpoint can store it and a server be sent it: lone surrogates
+    replaced, integers beyond 64 bits kept as their digits (a string)."""
     text = json.dumps(value, ensure_ascii=False).encode("utf-8", "replace").decode("utf-8")
-    return json.loads(text)
+    return json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 18 else digits)
 
 
 # --- reading a structured reply -------------------------------------------------------------
@@ -136,11 +149,14 @@ class BadReply(ValueError):
 def reply_payload(message: AIMessage) -> Any:
     """The JSON value a reply carries: a tool call's arguments, or JSON in the answer text (whole,
     fenced, or the first object or list in prose). Raises `BadReply` with the reason."""
-    for call in message.tool_calls or []:
+    # A streamed tool call's arguments as sent (langchain's own reading of them repairs cut-off
+    # JSON), else the arguments of a whole reply's tool calls.
+    texts = [str(chunk.get("args") or "") for chunk in getattr(message, "tool_call_chunks", None) or []]
+    for call in [] if texts else message.tool_calls or []:
         if isinstance(call.get("args"), dict) and call["args"]:
             check_depth(call["args"])
             return call["args"]
-    texts = [str(call.get("args") or "") for call in message.invalid_tool_calls or []]
+    texts += [str(call.get("args") or "") for call in message.invalid_tool_calls or []]
     texts.append(split_reasoning(message)[0])
     text = next((t for t in texts if t.strip()), "")
     if not text.strip():
@@ -253,7 +269,7 @@ def ask_structured(
     reply = StructuredReply(parsed=None, items=[], calls=[], transcript=[])
     conversation = list(messages)
     for _ in range(retries + 1):
-        raw, seconds = timed_invoke(request, conversation, server=server_url(settings))
+        raw, seconds = timed_invoke(request, conversation, server=server_url(settings), streamed=True)
         text, reasoning = split_reasoning(raw)
         if reasoning:
             reply.reasoning.append(reasoning)
@@ -264,10 +280,15 @@ def ask_structured(
             reply.transcript.append(AIMessage(content=reply.parsed.model_dump_json()))
             break
         retry = HumanMessage(content=render(retry_prompt, error=reply.error, candidates=size))
-        answer = AIMessage(content=clean_text(text or str(raw.tool_calls or raw.invalid_tool_calls), ECHO_CHARS))
+        answer = AIMessage(content=clean_text(text or _arguments(raw), ECHO_CHARS))
         conversation.extend([answer, retry])
         reply.transcript.extend([answer, retry])
     return reply
+
+
+def _arguments(message: AIMessage) -> str:
+    chunks = getattr(message, "tool_call_chunks", None) or []
+    return " ".join(str(c.get("args") or "") for c in chunks) or str(message.tool_calls or message.invalid_tool_calls)
 
 
 def read_reply(

@@ -162,8 +162,12 @@ def structured_request(model: BaseChatModel, schema: type[BaseModel], settings: 
     if method == "function_calling":
         return model.bind_tools([schema], tool_choice=function["name"], parallel_tool_calls=False)
     if method == "json_mode":
-        return model.bind(response_format={"type": "json_object"})
-    return model.bind(response_format={"type": "json_schema", "json_schema": {
-        "name": function["name"], "description": function.get("description", ""),
-        "schema": function["parameters"],
-    }})
+        response_format = {"type": "json_object"}
+    else:
+        response_format = {"type": "json_schema", "json_schema": {
+            "name": function["name"], "description": function.get("description", ""),
+            "schema": function["parameters"],
+        }}
+    # In the request body, not as `response_format=`: langchain-openai would route that through
+    # the openai client's parsing stream helper, which asserts on replies it cannot read.
+    return model.bind(extra_body={**(model.extra_body or {}), "response_format": response_format})
