@@ -11,6 +11,8 @@ Run as a script it serves until killed, for CLI tests in a subprocess:
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -141,6 +143,30 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
     return Handler
+
+
+# --- the stub in its own process and the CLI against it (for the slow CLI tests and the script) --
+
+
+def serve_in_subprocess(port: int, fault: str, replies: list[str]) -> subprocess.Popen:
+    """This module as a server process on `port`; returns once the port accepts connections."""
+    process = subprocess.Popen([sys.executable, __file__, str(port), fault, *replies])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the stub server did not start on port {port}")
+
+
+def run_search_cli(args: list[str], cwd: str | None = None) -> tuple[int, float, str]:
+    """`collm-nas search ARGS` in a subprocess: (exit code, seconds, output)."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "collm_nas.cli", "search", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    return done.returncode, time.monotonic() - started, done.stdout + done.stderr
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from collm_nas.spaces import IllegalArchitecture, get_space
 from fuzz_replies import PATHS, cell_string, corpus, run_corpus
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from llm_server import free_port
-from openai_stub import OpenAIStub
+from openai_stub import OpenAIStub, run_search_cli, serve_in_subprocess
 
 METHODS = ("json_schema", "function_calling", "json_mode")
 SPACE = get_space("nb201")
@@ -191,3 +191,40 @@ def test_a_long_conversation_is_trimmed_oldest_first_with_a_notice(caplog):
 def test_the_embedded_model_keeps_its_own_token_exact_fitting():
     history = [HumanMessage("x" * 100_000), AIMessage("y"), HumanMessage("now")]
     assert fit_conversation(history, LLMSettings(backend="local"), "navigator") == (history, [])
+
+
+# --- the CLI against faulty servers (slow: subprocesses) -----------------------------------
+
+STEERING = json.dumps({"summary": "ok", "prefer": {edge: ["nor_conv_3x3"] for edge in CELL}})
+
+
+def _search_args(port: int, method: str, run_dir) -> list[str]:
+    return ["--llm", "openai", "--model", "stub", "--base-url", f"http://127.0.0.1:{port}/v1",
+            "--structured-method", method, "--budget", "6", "--iterations", "2", "--candidates", "3",
+            "--llm-timeout", "1", "--llm-retries", "1", "--run-dir", str(run_dir)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("fault", [None, "http500", "hang", "non_json", "non_completion"])
+def test_cli_ends_a_server_fault_with_one_line_and_the_run_resumes(tmp_path, method, fault):
+    port = free_port()
+    server = serve_in_subprocess(port, fault, []) if fault else None  # None: a closed port
+    try:
+        code, seconds, output = run_search_cli(_search_args(port, method, tmp_path / "run"))
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in output
+    assert f"127.0.0.1:{port}" in errors[0]
+    assert seconds < 2 * 1 + 60  # two attempts of 1 s, backoff, and the CLI's start-up
+    thread_id = json.loads((tmp_path / "run" / "config.json").read_text())["thread_id"]
+    good = serve_in_subprocess(port, "none", [STEERING])
+    try:
+        code, _, output = run_search_cli(["--resume", thread_id, "--run-dir", str(tmp_path / "run")])
+    finally:
+        good.kill()
+        good.wait()
+    assert code == 0, output
