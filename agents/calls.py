@@ -22,6 +22,7 @@ from collm_nas.agents.llm import LLMSettings, structured_request
 from collm_nas.errors import CollmNasError
 from collm_nas.prompts import render
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, SystemMessage
+from langchain_core.messages.ai import add_ai_message_chunks
 from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,11 @@ def timed_invoke(
 
 
 def _streamed(runnable, messages: list[BaseMessage]) -> AIMessage:
-    message = None
-    for chunk in runnable.stream(messages):
-        message = chunk if message is None else message + chunk
-    if message is None:
+    chunks = list(runnable.stream(messages))
+    if not chunks:
         raise ValueError("the reply held no chat completion")
-    return message
+    # Added up at once: adding chunk by chunk re-reads the tool call's arguments every time.
+    return chunks[0] if len(chunks) == 1 else add_ai_message_chunks(*chunks)
 
 
 def _url(err: Exception, server: str | None) -> str:
