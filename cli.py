@@ -148,6 +148,8 @@ def bench(
     eval_workers: Annotated[int, typer.Option(help="LLM methods, --executor ray: workers, each with its own evaluator")] = 2,
     gpus_per_eval: Annotated[float, typer.Option(help="LLM methods, --executor ray: GPUs per worker")] = 0.0,
     cpus_per_eval: Annotated[float, typer.Option(help="LLM methods, --executor ray: CPUs per worker")] = 1.0,
+    llm_timeout: Annotated[float | None, typer.Option(help="seconds an LLM server may send nothing before a request is given up (replies that keep streaming are not cut off; default 90)")] = None,
+    llm_retries: Annotated[int | None, typer.Option(help="retries per LLM request after a timeout, lost connection or HTTP 408/409/429/5xx (default 2)")] = None,
     out: Annotated[Path, typer.Option(help="markdown table; .json and .png are written beside it")] = Path("results/bench.md"),
 ):
     """Run search methods x datasets x seeds and write a table, every run as JSON, and a plot."""
@@ -165,7 +167,7 @@ def bench(
         unknown = [m for m in method_names if m not in METHODS]
         if unknown:
             raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
-        model = llm_spec(llm, LLMSettings())
+        model = llm_spec(llm, LLMSettings(**_transport(llm_timeout, llm_retries)))
         options = {"navigator_llm": model, "generator_llm": model, **_typed(ctx, {
             **_executor_fields(executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval),
             "evaluator": ("evaluator", evaluator),
@@ -219,6 +221,12 @@ def data_nb201(
         console.print(f"wrote {rows} cells to {target}")
 
     _guarded(body)
+
+
+def _transport(timeout: float | None, retries: int | None) -> dict:
+    """The LLM transport settings that were given (--llm-timeout, --llm-retries)."""
+    given = {"timeout": timeout, "max_retries": retries}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def llm_spec(spec: str | None, defaults: LLMSettings) -> LLMSettings:
@@ -291,6 +299,8 @@ def search(
     model: Annotated[str | None, typer.Option(help="model name (or GGUF path for local)")] = None,
     structured_method: Annotated[str | None, typer.Option(help="json_schema | function_calling | json_mode")] = None,
     reasoning: Annotated[bool | None, typer.Option("--reasoning/--no-reasoning", help="Qwen3 thinking on vLLM")] = None,
+    llm_timeout: Annotated[float | None, typer.Option(help="seconds an LLM server may send nothing before a request is given up (replies that keep streaming are not cut off; default 90)")] = None,
+    llm_retries: Annotated[int | None, typer.Option(help="retries per LLM request after a timeout, lost connection or HTTP 408/409/429/5xx (default 2)")] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature, both roles")] = 0.6,
     budget: Annotated[int, typer.Option(help="distinct architectures evaluated at most")] = 100,
     iterations: Annotated[int, typer.Option(help="Navigator-Generator rounds at most")] = 20,
@@ -343,6 +353,7 @@ def search(
                 "model": ("model", model), "base_url": ("base_url", base_url),
                 "structured_method": ("structured_method", structured_method), "reasoning": ("reasoning", reasoning),
                 "script": ("fake_script", json.loads(fake_script.read_text()) if fake_script else None),
+                "timeout": ("llm_timeout", llm_timeout), "max_retries": ("llm_retries", llm_retries),
             })
             roles = {field: {**both_roles, **llm_changes(spec, both_roles.get("backend", "local"))}
                      for field, spec in (("navigator_llm", navigator_llm), ("generator_llm", generator_llm))}

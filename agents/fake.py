@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import RunnableLambda
-from pydantic import BaseModel, PrivateAttr, ValidationError
+from pydantic import PrivateAttr
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -47,17 +44,3 @@ class ScriptedChatModel(BaseChatModel):
             },
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def with_structured_output(self, schema: type[BaseModel], *, include_raw: bool = False, **_: Any):
-        def parse(message: AIMessage) -> dict[str, Any]:
-            try:
-                parsed = schema.model_validate(json.loads(str(message.content)))
-                return {"raw": message, "parsed": parsed, "parsing_error": None}
-            except (ValueError, ValidationError) as err:
-                error = OutputParserException(f"not a valid {schema.__name__}: {err}")
-                if not include_raw:
-                    raise error from err
-                return {"raw": message, "parsed": None, "parsing_error": error}
-
-        runnable = self | RunnableLambda(parse)
-        return runnable if include_raw else runnable | RunnableLambda(lambda out: out["parsed"])

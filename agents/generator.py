@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from collm_nas.agents.briefing import top_keys
-from collm_nas.agents.calls import ask_structured
+from collm_nas.agents.calls import ask_structured, fit_conversation
 from collm_nas.agents.llm import make_chat_model
 from collm_nas.prompts import render
 from collm_nas.spaces import SearchSpace, get_space
@@ -47,7 +47,7 @@ def generate(state: dict[str, Any], settings) -> dict[str, Any]:
         "generator_user", strategy=state.get("strategy", ""), candidates=settings.candidates,
         evaluated=top_keys(state, settings.objective),
     ))
-    messages = [*system, *history, request]
+    messages, removals = fit_conversation([*system, *history, request], settings.generator_llm, "generator")
     reply = ask_structured(
         make_chat_model(settings.generator_llm, settings.seed), settings.generator_llm,
         batch_schema(space, settings.candidates), messages, role="generator",
@@ -56,5 +56,5 @@ def generate(state: dict[str, Any], settings) -> dict[str, Any]:
     )
     update: dict[str, Any] = {"candidates": reply.candidates(SOURCE), "llm_calls": reply.calls}
     if memory:
-        update["generator_messages"] = [*messages[len(history):], *reply.remembered()]
+        update["generator_messages"] = [*removals, *system, request, *reply.remembered()]
     return update

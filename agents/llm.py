@@ -2,23 +2,38 @@
 
 Backends: `local` (embedded llama.cpp model, the default), `openai` / `vllm` (any
 OpenAI-compatible endpoint through `ChatOpenAI`), `fake` (scripted replies, for tests only).
-API keys come only from environment variables and never enter settings, state or logs.
+API keys come only from environment variables and never enter settings, state or logs:
+`$OPENAI_API_KEY` goes only to OpenAI's own endpoint, the key for any other `base_url` comes from
+`$COLLM_NAS_LLM_API_KEY` (or the variable `api_key_env` names); none is sent by default.
+
+Requests to OpenAI-compatible servers stream, so `timeout` bounds silence, not a reply: a long
+generation that keeps sending tokens is never cut off, a server that sends nothing is given up
+after `timeout` seconds, `max_retries` more times (the openai client's retries, with backoff).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlparse
 
 from collm_nas.errors import CollmNasError
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["local", "openai", "vllm", "fake"]
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
+OPENAI_KEY_ENV = "OPENAI_API_KEY"  # sent to OpenAI's own endpoint only
+SERVER_KEY_ENV = "COLLM_NAS_LLM_API_KEY"  # the key for any other OpenAI-compatible server
+OPENAI_HOSTS = ("api.openai.com",)
 
 
 class LLMConfigError(CollmNasError, ValueError):
@@ -31,11 +46,21 @@ class LLMSettings(BaseModel):
     backend: Backend = Field("local", description="local | openai | vllm | fake")
     model: str = Field(DEFAULT_LOCAL_MODEL, description="model name, or a GGUF path for local")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    api_key_env: str | None = Field(
+        None, description=f"environment variable holding the key; default: ${OPENAI_KEY_ENV} for "
+        f"OpenAI's endpoint, ${SERVER_KEY_ENV} for any other base_url (${OPENAI_KEY_ENV} never "
+        "goes to another server)",
+    )
     temperature: float = Field(0.6, ge=0, le=2)
     max_tokens: int = Field(2048, ge=16, description="cap on reply tokens")
-    timeout: float = Field(300.0, gt=0, description="seconds per request")
-    max_retries: int = Field(2, ge=0, description="transport retries per request (openai/vllm)")
+    timeout: float = Field(
+        90.0, gt=0, description="openai/vllm: seconds of silence (no byte from the server) before "
+        "a request is given up; a reply that keeps streaming is not cut off",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="openai/vllm: retries per request after a timeout, a lost "
+        "connection or HTTP 408/409/429/5xx, with backoff",
+    )
     reasoning: bool | None = Field(
         None, description="Qwen3 thinking switch on vLLM (chat_template_kwargs.enable_thinking)"
     )
@@ -44,7 +69,10 @@ class LLMSettings(BaseModel):
         description="how structured output is requested; default by backend: json_schema for "
         "openai/vllm, a JSON-schema grammar for local. llama.cpp's server needs function_calling",
     )
-    n_ctx: int = Field(8192, ge=512, description="context length (local)")
+    n_ctx: int = Field(
+        8192, ge=512, description="context length in tokens: the local model's window; for other "
+        "backends the conversation is trimmed (oldest exchanges first) to fit it",
+    )
     n_threads: int | None = Field(None, description="CPU threads (local); default all cores")
     script: list[str] = Field(default_factory=list, description="fake: replies in order")
 
@@ -82,12 +110,12 @@ def _openai_model(settings: LLMSettings, seed: int | None) -> BaseChatModel:
 
     if settings.backend == "vllm" and not settings.base_url:
         raise LLMConfigError("the vllm backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-    api_key = os.environ.get(settings.api_key_env)
+    key_env = api_key_env(settings)
+    api_key = os.environ.get(key_env)
     if not api_key:
-        if settings.base_url is None:
+        if is_openai_endpoint(settings.base_url):
             raise LLMConfigError(
-                f"the openai backend needs an API key in ${settings.api_key_env} "
-                "(or a --base-url of a local server)"
+                f"the openai backend needs an API key in ${key_env} (or a --base-url of a local server)"
             )
         api_key = "not-needed"  # local OpenAI-compatible servers ignore the key
     extra_body = {}
@@ -97,12 +125,49 @@ def _openai_model(settings: LLMSettings, seed: int | None) -> BaseChatModel:
         model=settings.model, base_url=settings.base_url, api_key=api_key,
         temperature=settings.temperature, max_completion_tokens=settings.max_tokens,
         timeout=settings.timeout, max_retries=settings.max_retries, seed=seed,
-        extra_body=extra_body or None,
+        streaming=True, stream_usage=True, extra_body=extra_body or None,
     )
 
 
-def structured_model(model: BaseChatModel, schema: type[BaseModel], settings: LLMSettings):
-    """`model` answering with `schema`, returning {raw, parsed, parsing_error}, never raising
-    on a bad reply (the caller re-asks with the error)."""
-    kwargs = {"method": settings.method()} if settings.backend in ("openai", "vllm") else {}
-    return model.with_structured_output(schema, include_raw=True, **kwargs)
+def is_openai_endpoint(base_url: str | None) -> bool:
+    """True for OpenAI's own API: no base_url, or one on api.openai.com over https."""
+    if base_url is None:
+        return True
+    url = urlparse(base_url)
+    return url.scheme == "https" and url.hostname in OPENAI_HOSTS
+
+
+def api_key_env(settings: LLMSettings) -> str:
+    """The environment variable whose key `settings` may send: never $OPENAI_API_KEY to a
+    server other than OpenAI's."""
+    if is_openai_endpoint(settings.base_url):
+        return settings.api_key_env or OPENAI_KEY_ENV
+    if settings.api_key_env in (None, OPENAI_KEY_ENV):
+        if settings.api_key_env:
+            log.warning("not sending $%s to %s (not OpenAI's endpoint); using $%s",
+                        OPENAI_KEY_ENV, settings.base_url, SERVER_KEY_ENV)
+        return SERVER_KEY_ENV
+    return settings.api_key_env
+
+
+def structured_request(model: BaseChatModel, schema: type[BaseModel], settings: LLMSettings) -> Runnable:
+    """`model` asked to answer with `schema` (so servers that constrain decoding do), returning
+    the raw `AIMessage`: the caller parses and judges every reply the same way."""
+    if settings.backend == "fake":
+        return model
+    if settings.backend == "local":  # a JSON-schema grammar, whatever the method
+        return model.bind(response_format={"type": "json_object", "schema": schema.model_json_schema()})
+    function = convert_to_openai_tool(schema)["function"]
+    method = settings.method()
+    if method == "function_calling":
+        return model.bind_tools([schema], tool_choice=function["name"], parallel_tool_calls=False)
+    if method == "json_mode":
+        response_format = {"type": "json_object"}
+    else:
+        response_format = {"type": "json_schema", "json_schema": {
+            "name": function["name"], "description": function.get("description", ""),
+            "schema": function["parameters"],
+        }}
+    # In the request body, not as `response_format=`: langchain-openai would route that through
+    # the openai client's parsing stream helper, which asserts on replies it cannot read.
+    return model.bind(extra_body={**(model.extra_body or {}), "response_format": response_format})

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from collm_nas.agents.calls import read_reply
 from collm_nas.agents.model_store import DEFAULT_MODEL, ModelUnavailable, ensure_model
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.exceptions import OutputParserException
@@ -31,7 +32,7 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage, UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 log = logging.getLogger(__name__)
 
@@ -479,16 +480,16 @@ def _grammar_for_response_format(response_format: dict | None):
 
 
 def parse_structured(schema: type[BaseModel], message: AIMessage) -> BaseModel:
-    text = _text(message.content)
-    try:
-        return schema.model_validate_json(text)
-    except ValidationError as err:
+    """The reply as `schema`, read as every backend's reply is (`calls.read_reply`); else
+    `OutputParserException` saying why."""
+    parsed, error, _ = read_reply(message, schema, None, 0)
+    if parsed is None:
         cut = message.response_metadata.get("finish_reason") == "length"
         reason = f" (the reply was cut off at max_tokens={message.response_metadata.get('max_tokens')})" if cut else ""
         raise OutputParserException(
-            f"the reply is not a valid {schema.__name__}{reason}: {err}",
-            llm_output=text,
-        ) from err
+            f"the reply is not a valid {schema.__name__}{reason}: {error}", llm_output=_text(message.content),
+        )
+    return parsed
 
 
 def _parse_with_raw(parse, message: AIMessage) -> dict[str, Any]:

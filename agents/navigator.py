@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from collm_nas.agents.briefing import mission_variables, progress_variables
-from collm_nas.agents.calls import split_reasoning, timed_invoke, usage_record
+from collm_nas.agents.calls import fit_conversation, server_url, split_reasoning, timed_invoke, usage_record
 from collm_nas.agents.llm import make_chat_model
 from collm_nas.prompts import render
 from collm_nas.spaces import get_space
@@ -32,9 +32,12 @@ def navigate(state: dict[str, Any], settings) -> dict[str, Any]:
     system = SystemMessage(content=render("navigator_system", **mission_variables(settings, space)))
     history = state.get("navigator_messages", []) if memory else []
     earlier = [m for m in history if not isinstance(m, SystemMessage)]
-    messages = [system, *earlier, HumanMessage(content=user_text)]
+    messages, removals = fit_conversation(
+        [system, *earlier, HumanMessage(content=user_text)], settings.navigator_llm, "navigator"
+    )
 
-    reply, seconds = timed_invoke(make_chat_model(settings.navigator_llm, settings.seed), messages)
+    reply, seconds = timed_invoke(make_chat_model(settings.navigator_llm, settings.seed), messages,
+                                  server=server_url(settings.navigator_llm))
     strategy, reasoning = split_reasoning(reply)
     usage = usage_record("navigator", reply, seconds, iteration=variables["iteration"] + 1,
                          ok=bool(strategy))
@@ -43,7 +46,7 @@ def navigate(state: dict[str, Any], settings) -> dict[str, Any]:
 
     kept = [system, HumanMessage(content=user_text), AIMessage(content=strategy)]
     if memory and not first:
-        kept = kept[1:]  # the system prompt is already in the history
+        kept = [*removals, *kept[1:]]  # the system prompt is already in the history
     if not memory:
         kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
     return {"strategy": strategy, "navigator_messages": kept, "llm_calls": [usage]}

@@ -7,7 +7,7 @@ from functools import cache
 from typing import Any
 
 from collm_nas.agents.briefing import mission_variables, progress_variables, top_keys
-from collm_nas.agents.calls import ask_structured
+from collm_nas.agents.calls import ask_structured, fit_conversation
 from collm_nas.agents.llm import make_chat_model
 from collm_nas.prompts import render
 from collm_nas.spaces import SearchSpace, get_space
@@ -41,14 +41,14 @@ def reflect_and_generate(state: dict[str, Any], settings) -> dict[str, Any]:
     request = HumanMessage(
         content=render("single_user", evaluated=top_keys(state, settings.objective), **variables)
     )
-    messages = [*system, *history, request]
+    messages, removals = fit_conversation([*system, *history, request], settings.navigator_llm, "single")
     reply = ask_structured(
         make_chat_model(settings.navigator_llm, settings.seed), settings.navigator_llm,
         single_llm_schema(space, settings.candidates), messages, role="single",
         retries=settings.generator_retries, size=settings.candidates,
         iteration=variables["iteration"] + 1,
     )
-    kept = [*messages[len(history):], *reply.remembered()]
+    kept = [*removals, *system, request, *reply.remembered()]
     if not memory:
         kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
     return {

@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any, Literal
 
 from collm_nas.agents.briefing import best_table, mission_variables, progress_variables
-from collm_nas.agents.calls import ask_structured
+from collm_nas.agents.calls import ask_structured, fit_conversation
 from collm_nas.agents.llm import make_chat_model
 from collm_nas.prompts import render
 from collm_nas.spaces import SearchSpace, get_space
@@ -55,7 +55,10 @@ def steer(
     memory = settings.navigator_memory
     history = state.get("navigator_messages", []) if memory else []
     system = [] if history else [SystemMessage(content=render("steer_system", **variables))]
-    messages = [*system, *history, HumanMessage(content=render("steer_user", **variables))]
+    messages, removals = fit_conversation(
+        [*system, *history, HumanMessage(content=render("steer_user", **variables))],
+        settings.navigator_llm, "navigator",
+    )
     digest = HumanMessage(content=render("steer_digest", **variables))
     iteration = variables["iteration"] + 1
     reply = ask_structured(
@@ -67,7 +70,7 @@ def steer(
     if reply.parsed is not None:
         steering = {"summary": reply.parsed.summary, "prefer": reply.parsed.prefer.model_dump(),
                     "iteration": iteration}
-    kept = [*system, digest, *reply.remembered()]
+    kept = [*removals, *system, digest, *reply.remembered()]
     if not memory:
         kept = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *kept]
     return {

@@ -32,6 +32,39 @@ class IllegalArchitecture(CollmNasError, ValueError):
         self.reason = reason
 
 
+# Bounds on what `parse` reads: far above any architecture's size, far below what makes
+# recursive code (json, repr, pydantic) fail or slow.
+MAX_INPUT_CHARS = 20_000
+MAX_INPUT_DEPTH = 8
+
+
+def check_input_size(obj: Any, space_name: str) -> None:
+    """Raise `IllegalArchitecture` for input too large or nested too deeply to be an
+    architecture. Iterative, so it is safe on input that would break recursive code."""
+    stack, size = [(obj, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_INPUT_DEPTH:
+            raise IllegalArchitecture(
+                f"nested more than {MAX_INPUT_DEPTH} levels deep: not a {space_name} architecture"
+            )
+        size += len(value) if isinstance(value, str) else 1
+        if size > MAX_INPUT_CHARS:
+            raise IllegalArchitecture(
+                f"over {MAX_INPUT_CHARS:,} characters: too large to be a {space_name} architecture"
+            )
+        if isinstance(value, dict):
+            stack.extend((part, depth + 1) for pair in value.items() for part in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((part, depth + 1) for part in value)
+
+
+def short_repr(value: Any, chars: int = 80) -> str:
+    """`repr(value)` cut to `chars`, for error messages about input of any size."""
+    text = repr(value)
+    return text if len(text) <= chars else text[: chars - 3] + "..."
+
+
 class UnknownDataset(CollmNasError, ValueError):
     """A dataset the space does not declare; the message lists the ones it does."""
 
@@ -99,7 +132,7 @@ class SearchSpace(ABC):
         for (dim, values), value in zip(dims.items(), genes, strict=True):
             if value not in values:
                 raise IllegalArchitecture(
-                    f"{dim} = {value!r} is not allowed; choose one of {', '.join(map(str, values))}"
+                    f"{dim} = {short_repr(value)} is not allowed; choose one of {', '.join(map(str, values))}"
                 )
         return self.Arch(**dict(zip(dims, genes, strict=True)))
 
@@ -118,6 +151,7 @@ class SearchSpace(ABC):
         Default: an `Arch`, a dict by dimension name, a list of genes, a key, or JSON text."""
         if isinstance(obj, self.Arch):
             return obj
+        check_input_size(obj, self.name)
         if isinstance(obj, (list, tuple)):
             return self.from_genes(obj)
         if isinstance(obj, dict):
@@ -125,7 +159,7 @@ class SearchSpace(ABC):
             unknown = [str(name) for name in obj if name not in self.dimensions]
             if missing or unknown:
                 raise IllegalArchitecture(
-                    f"missing {missing}, unknown {unknown}; a {self.name} architecture names "
+                    f"missing {missing}, unknown {short_repr(unknown)}; a {self.name} architecture names "
                     f"exactly {list(self.dimensions)}"
                 )
             return self.from_genes([self._choice(dim, obj[dim]) for dim in self.dimensions])
@@ -133,7 +167,7 @@ class SearchSpace(ABC):
             text = obj.strip()
             try:
                 return self.parse(json.loads(text))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return self.parse(self._key_fields(text))
         raise IllegalArchitecture(f"cannot read a {self.name} architecture from a {type(obj).__name__}")
 

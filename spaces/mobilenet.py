@@ -28,7 +28,7 @@ import threading
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
-from collm_nas.spaces.base import IllegalArchitecture, SearchSpace
+from collm_nas.spaces.base import IllegalArchitecture, SearchSpace, check_input_size, short_repr
 from pydantic import BaseModel, ConfigDict, Field
 
 RESOLUTIONS = (160, 176, 192, 208, 224)
@@ -189,6 +189,7 @@ class MobileNetSpace(SearchSpace):
         'e': [20]}` (or its JSON / Python-literal text), a key string, or a list of 46 genes."""
         if isinstance(obj, MobileNetArch):
             return obj
+        check_input_size(obj, self.name)
         if isinstance(obj, str):
             return self._parse_text(obj)
         if isinstance(obj, (list, tuple)):
@@ -252,7 +253,7 @@ class MobileNetSpace(SearchSpace):
             if missing:
                 parts.append(f"missing field(s) {missing}")
             if unknown:
-                parts.append(f"unknown field(s) {unknown}")
+                parts.append(f"unknown field(s) {short_repr(unknown)}")
             raise IllegalArchitecture(
                 "; ".join(parts) + "; a MobileNetV3 architecture has exactly the fields "
                 "r (resolution), d (5 stage depths), ks (20 kernel sizes), e (20 expand ratios)"
@@ -275,7 +276,7 @@ class MobileNetSpace(SearchSpace):
             value = _as_int(r)
             if value not in RESOLUTIONS:
                 errors.append(
-                    f"r = {r!r} is not an allowed resolution; allowed: {_choices(RESOLUTIONS)}"
+                    f"r = {short_repr(r)} is not an allowed resolution; allowed: {_choices(RESOLUTIONS)}"
                 )
             r = value
         checked = {"r": r}
@@ -286,7 +287,7 @@ class MobileNetSpace(SearchSpace):
         ):
             values = fields[field]
             if not isinstance(values, (list, tuple)):
-                errors.append(f"{field} must be a list of {length} integers, got {values!r}")
+                errors.append(f"{field} must be a list of {length} integers, got {short_repr(values)}")
                 continue
             if len(values) != length:
                 unit = "one per stage" if field == "d" else (
@@ -300,7 +301,7 @@ class MobileNetSpace(SearchSpace):
                 value = _as_int(raw)
                 if value not in allowed:
                     errors.append(
-                        f"{field}[{index}] = {raw!r} is not an allowed {what}; "
+                        f"{field}[{index}] = {short_repr(raw)} is not an allowed {what}; "
                         f"allowed: {_choices(allowed)}"
                     )
                 ints.append(value)
@@ -464,7 +465,7 @@ def _as_int(value: Any) -> Any:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 6:
         return int(value.strip())
     return value
 

@@ -12,7 +12,7 @@ import re
 from typing import Any, ClassVar, Literal
 
 import torch
-from collm_nas.spaces.base import IllegalArchitecture, SearchSpace
+from collm_nas.spaces.base import IllegalArchitecture, SearchSpace, check_input_size, short_repr
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -22,7 +22,13 @@ EDGES = ("edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0", "edge_3_1", "edge_3_2")
 DATASETS = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16": (120, 16)}
 
 _EDGE_ALIASES = {f"{t}<-{s}": f"edge_{t}_{s}" for t, s in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))}
-_CELL_RE = re.compile(r"^\|[^|]+~0\|\+\|[^|]+~0\|[^|]+~1\|\+\|[^|]+~0\|[^|]+~1\|[^|]+~2\|$")
+# One edge is `|op~source|`: an operation name, one tilde, the source node's digit.
+_OP = r"([A-Za-z0-9_]+)"
+_CELL_RE = re.compile(
+    rf"^\|{_OP}~0\|\+\|{_OP}~0\|{_OP}~1\|\+\|{_OP}~0\|{_OP}~1\|{_OP}~2\|$"
+)
+# Single-key wrappers a model puts around a cell: `{"arch": ...}`, `{"edges": [6 ops]}`.
+_WRAPPERS = ("arch", "cell", "edges")
 
 
 def _edge_field(target: int, source: int) -> Any:
@@ -69,7 +75,7 @@ class NB201Space(SearchSpace):
         for i, op in enumerate(genes):
             if op not in OPS:
                 raise IllegalArchitecture(
-                    f"unknown operation {op!r} on {EDGES[i]}; allowed: {', '.join(OPS)}"
+                    f"unknown operation {short_repr(op)} on {EDGES[i]}; allowed: {', '.join(OPS)}"
                 )
         return NB201Arch(**dict(zip(EDGES, genes, strict=True)))
 
@@ -78,9 +84,15 @@ class NB201Space(SearchSpace):
         return f"|{a}~0|+|{b}~0|{c}~1|+|{d}~0|{e}~1|{f}~2|"
 
     def parse(self, obj: Any) -> NB201Arch:
-        """Accepts an `NB201Arch`, the canonical string, a list of 6 ops, or a dict of edges."""
+        """Accepts an `NB201Arch`, the canonical string, a list of 6 ops, a dict of edges, or
+        one of those under a single key `arch`, `cell` or `edges`."""
         if isinstance(obj, NB201Arch):
             return obj
+        check_input_size(obj, self.name)
+        if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in _WRAPPERS:
+            obj = next(iter(obj.values()))  # one level only: a wrapper of a wrapper is not a cell
+            if isinstance(obj, dict) and len(obj) == 1 and next(iter(obj)) in _WRAPPERS:
+                raise IllegalArchitecture(f"a cell wrapped twice ({short_repr(obj)}) is not a cell")
         if isinstance(obj, str):
             return self._parse_string(obj.strip())
         if isinstance(obj, (list, tuple)):
@@ -93,19 +105,18 @@ class NB201Space(SearchSpace):
         )
 
     def _parse_string(self, text: str) -> NB201Arch:
-        if not _CELL_RE.match(text):
+        match = _CELL_RE.match(text)
+        if not match:
             n_edges = text.count("~")
             hint = f" (found {n_edges} edges)" if n_edges and n_edges != 6 else ""
             raise IllegalArchitecture(
-                f"{text!r} is not a NAS-Bench-201 cell string{hint}; expected "
-                "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' with 6 edges"
+                f"{short_repr(text)} is not a NAS-Bench-201 cell string{hint}; expected "
+                "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|': 6 edges, each one operation and its "
+                "source node"
             )
-        ops = [token.split("~")[0] for token in re.findall(r"[^|+]+~\d", text)]
-        return self.from_genes(ops)
+        return self.from_genes(match.groups())
 
     def _parse_dict(self, obj: dict) -> NB201Arch:
-        if set(obj) == {"arch"} or set(obj) == {"cell"}:
-            return self.parse(next(iter(obj.values())))
         named = {_EDGE_ALIASES.get(str(k).replace(" ", ""), str(k)): v for k, v in obj.items()}
         unknown = sorted(set(named) - set(EDGES))
         missing = [edge for edge in EDGES if edge not in named]
@@ -114,7 +125,7 @@ class NB201Space(SearchSpace):
             if missing:
                 parts.append(f"missing edges {missing}")
             if unknown:
-                parts.append(f"unknown fields {unknown}")
+                parts.append(f"unknown fields {short_repr(unknown)}")
             raise IllegalArchitecture(
                 "; ".join(parts) + f"; a NAS-Bench-201 cell names exactly the edges {list(EDGES)}"
             )
