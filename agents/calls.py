@@ -261,10 +261,14 @@ def ask_structured(
     iteration: int,
     retry_prompt: str = "generator_retry",
     items_field: str | None = "architectures",
+    earlier_calls: list[dict[str, Any]] = (),
+    give_up_rounds: int = 0,
 ) -> StructuredReply:
     """Ask for `schema`; on a bad reply re-ask with the error text, at most `retries` times.
 
-    `items_field` names the reply's list of architectures (None: the reply has none)."""
+    `items_field` names the reply's list of architectures (None: the reply has none). With
+    `give_up_rounds` > 0, a reply that stays unusable after the re-asks, when this role's
+    `earlier_calls` of the rounds just before were unusable too, raises `LLMUnusable`."""
     request = structured_request(model, schema, settings)
     reply = StructuredReply(parsed=None, items=[], calls=[], transcript=[])
     conversation = list(messages)
@@ -283,7 +287,32 @@ def ask_structured(
         answer = AIMessage(content=clean_text(text or _arguments(raw), ECHO_CHARS))
         conversation.extend([answer, retry])
         reply.transcript.extend([answer, retry])
+    if reply.parsed is None and give_up_rounds > 0:
+        failed = failed_rounds_before(earlier_calls, role, iteration)
+        if failed + 1 >= give_up_rounds:
+            raise LLMUnusable(
+                f"the {role} LLM{' at ' + server_url(settings) if server_url(settings) else ''} gave no "
+                f"usable reply in {failed + 1} rounds in a row (last: {reply.error}); check the model "
+                "and --structured-method, then continue with --resume"
+            )
     return reply
+
+
+class LLMUnusable(CollmNasError):
+    """Round after round the LLM's replies could not be read. Raised before the round's update is
+    saved, so a resumed run asks again."""
+
+
+def failed_rounds_before(calls: list[dict[str, Any]], role: str, iteration: int) -> int:
+    """How many rounds right before `iteration` had calls of `role`, none of them usable."""
+    ok_by_round: dict[int, bool] = {}
+    for call in calls:
+        if call.get("role") == role and call.get("iteration") is not None:
+            ok_by_round[call["iteration"]] = ok_by_round.get(call["iteration"], False) or bool(call.get("ok"))
+    failed = 0
+    while ok_by_round.get(iteration - failed - 1) is False:
+        failed += 1
+    return failed
 
 
 def _arguments(message: AIMessage) -> str:

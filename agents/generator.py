@@ -53,6 +53,7 @@ def generate(state: dict[str, Any], settings) -> dict[str, Any]:
         batch_schema(space, settings.candidates), messages, role="generator",
         retries=settings.generator_retries, size=settings.candidates,
         iteration=state.get("iteration", 0) + 1,
+        earlier_calls=state.get("llm_calls", []), give_up_rounds=settings.llm_give_up_rounds,
     )
     update: dict[str, Any] = {"candidates": reply.candidates(SOURCE), "llm_calls": reply.calls}
     if memory:

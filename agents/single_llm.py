@@ -47,6 +47,7 @@ def reflect_and_generate(state: dict[str, Any], settings) -> dict[str, Any]:
         single_llm_schema(space, settings.candidates), messages, role="single",
         retries=settings.generator_retries, size=settings.candidates,
         iteration=variables["iteration"] + 1,
+        earlier_calls=state.get("llm_calls", []), give_up_rounds=settings.llm_give_up_rounds,
     )
     kept = [*removals, *system, request, *reply.remembered()]
     if not memory:

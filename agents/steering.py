@@ -65,6 +65,7 @@ def steer(
         make_chat_model(settings.navigator_llm, settings.seed), settings.navigator_llm,
         steering_schema(space), messages, role="navigator", retries=settings.generator_retries,
         size=settings.candidates, iteration=iteration, retry_prompt="steer_retry", items_field=None,
+        earlier_calls=state.get("llm_calls", []), give_up_rounds=settings.llm_give_up_rounds,
     )
     steering = None
     if reply.parsed is not None:

@@ -90,6 +90,10 @@ class SearchSettings(BaseSettings):
     budget: int = Field(100, ge=1, description="distinct architectures evaluated at most")
     candidates: int = Field(10, ge=1, le=50, description="architectures per Generator call")
     generator_retries: int = Field(2, ge=0, le=10, description="re-asks after a bad reply")
+    llm_give_up_rounds: int = Field(
+        3, ge=0, description="stop with an error after this many rounds in a row in which a structured "
+        "LLM role gave no usable reply (0: never; the run stays resumable)",
+    )
     navigator_llm: LLMSettings = Field(default_factory=LLMSettings)
     generator_llm: LLMSettings = Field(default_factory=LLMSettings)
     navigator_memory: bool = Field(True, description="the Navigator keeps its conversation")

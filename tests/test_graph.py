@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from collm_nas.agents.calls import LLMUnavailable
+from collm_nas.agents.calls import LLMUnavailable, LLMUnusable
 from collm_nas.agents.llm import LLMSettings, _cached_model, make_chat_model
 from collm_nas.graph.context import SearchSettings
 from collm_nas.graph.run import run_search
@@ -119,11 +119,23 @@ def test_a_bad_reply_is_retried_with_the_error_text_and_the_rest_is_judged_one_b
 
 
 def test_a_model_that_never_answers_json_is_bounded_and_the_search_ends_cleanly():
-    s = settings(["I think the best cell is a ResNet."], iterations=3, generator_retries=1)
+    s = settings(["I think the best cell is a ResNet."], iterations=2, generator_retries=1)
     result = run_search(s)
-    assert len(calls_of(s.generator_llm)) == 3 * 2
+    assert len(calls_of(s.generator_llm)) == 2 * 2
     assert result.evaluations == 0 and result.best is None
     assert result.stop_reason.startswith("iteration limit")
+
+
+def test_rounds_of_unusable_replies_stop_with_one_error_and_resume_once_the_model_answers():
+    prose = "I think the best cell is a ResNet."
+    s = settings([prose], iterations=4, generator_retries=1, llm_give_up_rounds=3)
+    saver = InMemorySaver()
+    with pytest.raises(LLMUnusable, match="no usable reply in 3 rounds in a row"):
+        run_search(s, thread_id="prose", checkpointer=saver)
+    assert len(calls_of(s.generator_llm)) == 3 * 2
+    fixed = s.model_copy(update={"generator_llm": LLMSettings(backend="fake", script=[batch(*CELLS[:3]), batch(*CELLS[3:6])])})
+    result = run_search(fixed, thread_id="prose", checkpointer=saver, resume=True)
+    assert result.evaluations == 6 and result.iterations == 4  # round 3 asked again, then round 4
 
 
 def _history_lengths(llm: LLMSettings) -> list[int]:
