@@ -10,6 +10,7 @@ import math
 import pytest
 from collm_nas.cli import app
 from collm_nas.errors import CollmNasError
+from collm_nas.evals.proxies import write_summary
 from collm_nas.graph.context import SearchSettings
 from collm_nas.graph.run import run_search
 from collm_nas.spaces import get_space
@@ -131,6 +132,8 @@ def test_the_proxies_command_writes_the_table_and_the_json(tmp_path):
     study = json.loads(out.with_suffix(".json").read_text())
     assert study["proxies"]["params"]["networks"] == 15625
     assert -1 <= study["proxies"]["synflow"]["test"]["spearman"]["value"] <= 1
+    summary = write_summary([out.with_suffix(".json")], tmp_path / "summary.md").read_text()
+    assert "| imagenet16 | synflow | none (data-free) | 4 |" in summary and "0.75 (0.56)" in summary
 
 
 def test_the_proxies_command_rejects_an_unknown_proxy_in_one_line():
