@@ -1,15 +1,28 @@
 #!/bin/sh
-# The NB201 proxy correlation study (results/proxies_nb201_*): one process at a time, one thread.
-# Data-free proxies (synflow, zen) and the whole-space counts (params, flops) per dataset, then
-# the data-dependent proxies on a smaller sample (they cost ~10x more per network on CPU).
-# Samples as run on the shared 2-core machine: cifar10 300, cifar100 and imagenet16 150.
+# The NB201 proxy correlation study (results/proxies_nb201_*): one process at a time, one thread,
+# sized for a shared 2-core machine. Data-free proxies (synflow, zen; zen on a batch of 16) and
+# the whole-space counts (params, flops) per dataset on 100 cells, then the data-dependent
+# proxies on 30 cells (they cost ~10x more per network on CPU). Synflow on 300 cifar10 cells:
+#   collm-nas proxies --dataset cifar10 --proxies synflow --sample 300 --seed 0
 set -e
-collm-nas proxies --space nb201 --dataset cifar10 --proxies synflow,zen,params,flops \
-  --sample 300 --seed 0 --out results/proxies_nb201_cifar10.md
-for ds in cifar100 imagenet16; do
+for ds in cifar10 cifar100 imagenet16; do
   collm-nas proxies --space nb201 --dataset "$ds" --proxies synflow,zen,params,flops \
-    --sample 150 --seed 0 --out "results/proxies_nb201_${ds}.md"
+    --sample 100 --batch 16 --seed 0 --out "results/proxies_nb201_${ds}.md"
 done
 collm-nas proxies --space nb201 --dataset cifar10 \
   --proxies naswot,snip,grad_norm,jacob_cov,zico,fisher,grasp --sample 30 --batch 16 --seed 0 \
   --input gaussian --out results/proxies_nb201_cifar10_data_gaussian.md
+python -c "from pathlib import Path; from collm_nas.evals.proxies import write_summary as w; \
+w([Path(f'results/proxies_nb201_{d}.json') for d in ('cifar10', 'cifar100', 'imagenet16')] \
++ [Path('results/proxies_nb201_cifar10_data_gaussian.json')], Path('results/proxies_nb201_summary.md'))"
+# Larger samples, run after the above (their files end in _300 and _100):
+for ds in cifar10 cifar100 imagenet16; do
+  collm-nas proxies --space nb201 --dataset "$ds" --proxies synflow,zen \
+    --sample 300 --batch 16 --seed 0 --out "results/proxies_nb201_${ds}_300.md"
+done
+collm-nas proxies --space nb201 --dataset cifar10 \
+  --proxies naswot,snip,grad_norm,jacob_cov,zico,fisher,grasp --sample 100 --batch 16 --seed 0 \
+  --input gaussian --out results/proxies_nb201_cifar10_data_gaussian_100.md
+python -c "from pathlib import Path; from collm_nas.evals.proxies import write_summary as w; \
+w([Path(f'results/proxies_nb201_{d}_300.json') for d in ('cifar10', 'cifar100', 'imagenet16')] \
++ [Path('results/proxies_nb201_cifar10_data_gaussian_100.json')], Path('results/proxies_nb201_summary_300.md'))"
