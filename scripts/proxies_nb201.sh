@@ -2,8 +2,7 @@
 # The NB201 proxy correlation study (results/proxies_nb201_*): one process at a time, one thread,
 # sized for a shared 2-core machine. Data-free proxies (synflow, zen; zen on a batch of 16) and
 # the whole-space counts (params, flops) per dataset on 100 cells, then the data-dependent
-# proxies on 30 cells (they cost ~10x more per network on CPU). Synflow on 300 cifar10 cells:
-#   collm-nas proxies --dataset cifar10 --proxies synflow --sample 300 --seed 0
+# proxies on 30 cells (they cost ~10x more per network on CPU).
 set -e
 for ds in cifar10 cifar100 imagenet16; do
   collm-nas proxies --space nb201 --dataset "$ds" --proxies synflow,zen,params,flops \
