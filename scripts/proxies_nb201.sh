@@ -25,7 +25,7 @@ collm-nas proxies --space nb201 --dataset cifar10 \
 python -c "from pathlib import Path; from collm_nas.evals.proxies import write_summary as w; \
 w([Path(f'results/proxies_nb201_{d}_300.json') for d in ('cifar10', 'cifar100', 'imagenet16')] \
 + [Path('results/proxies_nb201_cifar10_data_gaussian_100.json')], Path('results/proxies_nb201_summary_300.md'))"
-# Synflow and zen on 1,000 cells (run as far as time allowed: see the _1000 files present):
+# Synflow and zen on 1,000 cells per dataset (summary: results/proxies_nb201_summary_1000.md):
 for ds in imagenet16 cifar100 cifar10; do
   collm-nas proxies --space nb201 --dataset "$ds" --proxies synflow,zen \
     --sample 1000 --batch 16 --seed 0 --out "results/proxies_nb201_${ds}_1000.md"
