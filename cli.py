@@ -516,6 +516,42 @@ def probe_ranking(
 
 
 @app.command()
+def proxies(
+    space: Annotated[str, typer.Option(help="a space whose truth covers it (nb201)")] = "nb201",
+    dataset: Annotated[str, typer.Option(help="cifar10 | cifar100 | imagenet16")] = "cifar10",
+    proxies: Annotated[str, typer.Option(help="comma-separated proxy names")] = "synflow,zen,params,flops",
+    sample: Annotated[int, typer.Option(help="networks for the torch proxies")] = 100,
+    seed: Annotated[int, typer.Option()] = 0,
+    input: Annotated[str, typer.Option(help="gaussian | fashion-mnist (data-dependent proxies)")] = "gaussian",
+    batch: Annotated[int, typer.Option(help="inputs per batch for data-dependent proxies")] = 64,
+    truth: Annotated[str | None, typer.Option(help="evaluator of the true accuracies")] = None,
+    data: Annotated[Path | None, typer.Option(help="data file or folder (else $COLLM_NAS_DATA)")] = None,
+    out: Annotated[Path | None, typer.Option(help="markdown table (.json beside it)")] = None,
+):
+    """Zero-cost proxies vs the true accuracies: Kendall, Spearman, top-10 % hits, time."""
+    from collm_nas.evals.proxies import limit_threads, run_study, write_study
+    from collm_nas.tools.proxies import INPUTS, check_proxy
+
+    def body():
+        names = [check_proxy(name) for name in _split(proxies)]
+        if not names:
+            raise UserError("--proxies names no proxy")
+        if sample < 2 or batch < 2:
+            raise UserError(f"--sample and --batch must be at least 2, got {sample} and {batch}")
+        if input not in INPUTS:
+            raise UserError(f"--input must be one of {', '.join(INPUTS)}, got {input!r}")
+        limit_threads()
+        path = out or Path(f"results/proxies_{space}_{dataset}.md")
+        command = command_line()
+        study = run_study(space, dataset, names, sample, seed, input, batch,
+                          str(data) if data else None, truth,
+                          progress=lambda partial: write_study(partial, path, command))
+        print(write_study(study, path, command).read_text())
+
+    _guarded(body)
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     """Rebuild a run's summary.md and plots from its events and summary."""
     _guarded(lambda: console.print(f"wrote {', '.join(str(p) for p in write_report(run_dir))}"))

@@ -18,13 +18,19 @@ OBJECTIVES: tuple[str, ...] = ("valid", "test")
 
 @dataclass(frozen=True)
 class Metrics:
-    """Accuracies in percent. The search reads `valid_acc` (or `test_acc` under objective=test)."""
+    """Accuracies in percent. The search reads `valid_acc` (or `test_acc` under objective=test),
+    unless a zero-cost evaluator set `proxy`: then it reads the proxy score under either
+    objective, and the accuracies (true ones where the space knows them, else NaN) are only
+    reported."""
 
     valid_acc: float
     test_acc: float
     predicted: bool = False  # from an accuracy predictor, not a measurement
+    proxy: float | None = None  # a zero-cost proxy score (higher is better), when that is what ranks
 
     def score(self, objective: str) -> float:
+        if self.proxy is not None:
+            return self.proxy
         return self.valid_acc if objective == "valid" else self.test_acc
 
 
@@ -62,6 +68,7 @@ class Record(TypedDict, total=False):
     valid_acc: float
     test_acc: float
     predicted: bool
+    proxy: float | None  # absent in records of accuracy evaluators
     flops_m: float | None
     params_m: float | None
     latency_ms: float | None
@@ -79,7 +86,10 @@ class RoundResult(Record, total=False):
 
 
 def score(record: Record | dict[str, Any], objective: str) -> float:
-    """The accuracy a search with this objective maximises, read from a record."""
+    """What a search with this objective maximises, read from a record: the accuracy, or the
+    proxy score where a zero-cost evaluator gave one."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if record.get("proxy") is not None:
+        return record["proxy"]
     return record["valid_acc" if objective == "valid" else "test_acc"]

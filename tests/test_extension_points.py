@@ -154,8 +154,8 @@ def test_evaluator_defaults_come_from_the_space():
 
 
 def test_unknown_evaluator_kind_lists_the_spaces_own_and_the_installed_ones():
-    with pytest.raises(CollmNasError, match="unknown evaluator 'zero_cost'; nb201 has benchmark, installed: .*predictor"):
-        make_evaluator("nb201", "cifar10", "zero_cost")
+    with pytest.raises(CollmNasError, match="unknown evaluator 'oracle'; nb201 has benchmark, installed: .*predictor"):
+        make_evaluator("nb201", "cifar10", "oracle")
 
 
 def test_evaluator_of_another_space_is_refused_naming_the_spaces_own():

@@ -62,6 +62,7 @@ def make_record(
         "valid_acc": metrics.valid_acc,
         "test_acc": metrics.test_acc,
         "predicted": metrics.predicted,
+        **({"proxy": metrics.proxy} if metrics.proxy is not None else {}),
         "flops_m": cost.flops_m if cost else None,
         "params_m": cost.params_m if cost else None,
         "latency_ms": cost.latency_ms if cost else None,

@@ -2,13 +2,15 @@
 
 Kinds are registered under the entry-point group `collm_nas.evaluators` (kind -> a factory
 `(space, dataset, data_path, **options) -> Evaluator`); ours (`benchmark`, `predictor`,
-`supernet`) the same way in pyproject.toml. Each factory checks that it knows the space and the
-dataset. An evaluator that is not thread-safe comes back serialised, because the graph's
-`evaluate` branches run on a thread pool.
+`supernet`, `zero_cost`) the same way in pyproject.toml. A kind `name:variant` (e.g.
+`zero_cost:synflow`) loads the entry point `name` and passes `variant="..."` to a factory that
+takes one. Each factory checks that it knows the space and the dataset. An evaluator that is not
+thread-safe comes back serialised, because the graph's `evaluate` branches run on a thread pool.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -75,14 +77,20 @@ def _shared_evaluator(
     search_space = get_space(space)
     dataset = resolve_dataset(space, dataset)
     kind = kind or search_space.evaluators[0]
+    name, _, variant = kind.partition(":")
     try:
-        factory = EVALUATORS.load(kind)
+        factory = EVALUATORS.load(name)
     except UnknownName:
         raise UnknownName(
             f"unknown evaluator {kind!r}; {space} has {', '.join(search_space.evaluators)}, "
             f"installed: {', '.join(evaluator_kinds())}"
         ) from None
-    evaluator = factory(search_space, dataset, data_path, **dict(options))
+    settings = dict(options)
+    if variant:
+        if "variant" not in inspect.signature(factory).parameters:
+            raise UnknownName(f"evaluator {name!r} has no variants; use {name!r} without ':{variant}'")
+        settings["variant"] = variant
+    evaluator = factory(search_space, dataset, data_path, **settings)
     return evaluator if evaluator.thread_safe else Serialised(evaluator)
 
 
