@@ -52,10 +52,12 @@ def split_reasoning(message: AIMessage) -> tuple[str, str]:
 
 
 def usage_record(role: str, message: AIMessage | None, seconds: float, **extra: Any) -> dict:
-    """One LLM call for the run's accounting (JSON-able)."""
+    """One LLM call for the run's accounting (JSON-able). `usage_reported` is False when the server
+    sent no token counts (llama.cpp's server sends none while streaming); the counts are then 0."""
     usage = (message.usage_metadata if message is not None else None) or {}
     return {
         "role": role,
+        "usage_reported": bool(usage),
         "prompt_tokens": int(usage.get("input_tokens", 0)),
         "completion_tokens": int(usage.get("output_tokens", 0)),
         "cached_tokens": int((usage.get("input_token_details") or {}).get("cache_read", 0)),

@@ -93,7 +93,9 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
         f"- evaluations: {summary['evaluations']}; rounds: {summary['iterations']}; rejected: "
         + (", ".join(f"{k} {v}" for k, v in sorted(summary.get("rejections", {}).items())) or "none"),
         f"- LLM: {llm['calls']} calls, {llm['prompt_tokens']} prompt + {llm['completion_tokens']} "
-        f"completion tokens, {llm['seconds']:.1f} s",
+        f"completion tokens, {llm['seconds']:.1f} s"
+        + (f" (the server reported no token counts for {llm['calls_without_usage']} calls)"
+           if llm.get("calls_without_usage") else ""),
         f"- wall time: {summary['wall_seconds']:.1f} s",
         "",
         "## Best architecture",

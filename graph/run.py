@@ -78,6 +78,7 @@ def llm_totals(calls: list[dict[str, Any]]) -> dict[str, float]:
         "calls": len(calls),
         "prompt_tokens": sum(c["prompt_tokens"] for c in calls),
         "completion_tokens": sum(c["completion_tokens"] for c in calls),
+        "calls_without_usage": sum(not c.get("usage_reported", True) for c in calls),
         "seconds": round(sum(c["seconds"] for c in calls), 2),
     }
 

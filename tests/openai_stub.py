@@ -2,7 +2,9 @@
 
 Real HTTP on 127.0.0.1 (http.server in a thread), streaming (server-sent events) or not, as the
 client asks. Tests set `stub.replies` (texts, served in order, the last repeating) and `stub.fault`,
-and read `stub.requests` (each request's JSON body and Authorization header).
+and read `stub.requests` (each request's JSON body and Authorization header). A streamed reply
+carries token counts when the client asks (`stream_options.include_usage`) and `stub.usage` is on;
+`usage=False` plays a server that never sends them (llama.cpp's).
 
 Run as a script it serves until killed, for CLI tests in a subprocess:
 `python tests/openai_stub.py PORT FAULT [REPLY]`.
@@ -28,9 +30,9 @@ class OpenAIStub:
     """One server on a free loopback port; `url` is its /v1 base URL."""
 
     def __init__(self, replies: list[str] | None = None, fault: str = "none", port: int = 0,
-                 slow_chunks: int = 5, slow_seconds: float = 1.0):
+                 slow_chunks: int = 5, slow_seconds: float = 1.0, usage: bool = True):
         self.replies = list(replies or ['{"architectures": []}'])
-        self.fault = fault
+        self.fault, self.usage = fault, usage
         self.slow_chunks, self.slow_seconds = slow_chunks, slow_seconds
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -56,9 +58,11 @@ class OpenAIStub:
             return self.replies[min(len(self.requests), len(self.replies)) - 1]
 
 
-def completion_chunks(text: str, body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
+def completion_chunks(text: str, body: dict[str, Any], pieces: int = 3,
+                      usage: bool = True) -> list[dict[str, Any]]:
     """`text` as streamed chat-completion chunks: as a tool call's arguments when the request
-    named a tool, else as content; then the finish and usage chunks."""
+    named a tool, else as content; then the finish chunk and, when `usage` and the request asked
+    for it, the usage chunk."""
     size = max(1, -(-len(text) // pieces))
     parts = [text[i:i + size] for i in range(0, len(text), size)] or [""]
     tool = (body.get("tool_choice") or {}).get("function", {}).get("name") if isinstance(
@@ -74,8 +78,10 @@ def completion_chunks(text: str, body: dict[str, Any], pieces: int = 3) -> list[
             deltas.append({"content": part})
     chunks = [_chunk({"index": 0, "delta": d, "finish_reason": None}) for d in deltas]
     chunks.append(_chunk({"index": 0, "delta": {}, "finish_reason": "tool_calls" if tool else "stop"}))
-    usage = {"prompt_tokens": 10, "completion_tokens": len(text) // 4, "total_tokens": 10 + len(text) // 4}
-    chunks.append({**_chunk(None), "choices": [], "usage": usage})
+    if usage and (body.get("stream_options") or {}).get("include_usage"):
+        counts = {"prompt_tokens": 10, "completion_tokens": len(text) // 4,
+                  "total_tokens": 10 + len(text) // 4}
+        chunks.append({**_chunk(None), "choices": [], "usage": counts})
     return chunks
 
 
@@ -127,7 +133,7 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
             self.send_header("Connection", "close")
             self.end_headers()
             pieces = stub.slow_chunks if stub.fault == "slow" else 3
-            for chunk in completion_chunks(text, body, pieces):
+            for chunk in completion_chunks(text, body, pieces, stub.usage):
                 if stub.fault == "slow":
                     time.sleep(stub.slow_seconds)
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -19,6 +19,7 @@ from collm_nas.agents.calls import (
 )
 from collm_nas.agents.generator import batch_schema
 from collm_nas.agents.llm import LLMSettings, is_openai_endpoint, make_chat_model
+from collm_nas.graph.run import llm_totals
 from collm_nas.spaces import IllegalArchitecture, get_space
 from fuzz_replies import PATHS, cell_string, corpus, run_corpus
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -148,6 +149,18 @@ def test_a_slow_stream_is_not_cut_off_by_the_silence_timeout():
         reply = _ask(stub.url, "json_schema", size=1, timeout=1.0, max_retries=0)
     assert time.monotonic() - started > 2.4  # longer than the timeout: only silence counts
     assert reply.parsed is not None and reply.items[0].model_dump() == CELL
+
+
+@pytest.mark.parametrize("sends_usage", [True, False])
+def test_token_counts_are_kept_when_sent_and_flagged_when_not(sends_usage):
+    with OpenAIStub([json.dumps({"architectures": [CELL]})], usage=sends_usage) as stub:
+        reply = _ask(stub.url, "json_schema", size=1)
+    assert stub.requests[0]["body"]["stream_options"] == {"include_usage": True}
+    totals = llm_totals(reply.calls)
+    if sends_usage:
+        assert totals["prompt_tokens"] == 10 and totals["calls_without_usage"] == 0
+    else:
+        assert totals["prompt_tokens"] == 0 and totals["calls_without_usage"] == totals["calls"] == 1
 
 
 # --- keys ----------------------------------------------------------------------------------
