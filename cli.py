@@ -31,6 +31,9 @@ from rich.console import Console
 app = typer.Typer(help="LLM-guided neural architecture search (CoLLM-NAS).", no_args_is_help=True)
 data_app = typer.Typer(help="Prepare benchmark data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+supernet_app = typer.Typer(help="Stage one: train weight-sharing supernets and judge them.",
+                           no_args_is_help=True)
+app.add_typer(supernet_app, name="supernet")
 console = Console(stderr=True)
 
 
@@ -547,6 +550,122 @@ def proxies(
                           str(data) if data else None, truth,
                           progress=lambda partial: write_study(partial, path, command))
         print(write_study(study, path, command).read_text())
+
+    _guarded(body)
+
+
+def _supernet_file(data: str) -> Path:
+    from collm_nas.tools.data import user_data_dir
+
+    name = data if data in ("fashion-mnist", "cifar10") else "imagenet"
+    return user_data_dir() / "supernets" / f"shufflenet-{name}.pt"
+
+
+@supernet_app.command("train")
+def supernet_train(
+    space: Annotated[str, typer.Option(help="the supernet's space (shufflenet)")] = "shufflenet",
+    data: Annotated[str, typer.Option(help="fashion-mnist | cifar10 | an ImageFolder root with train/ and val/")] = "fashion-mnist",
+    data_root: Annotated[Path | None, typer.Option(help="where the images are, if not in their default place")] = None,
+    epochs: Annotated[int, typer.Option()] = 5,
+    width: Annotated[float, typer.Option(help="channel multiplier of the preset")] = 1.0,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    lr: Annotated[float, typer.Option(help="initial SGD learning rate (cosine to zero)")] = 0.1,
+    train_images: Annotated[int | None, typer.Option(help="train on the first N training images")] = None,
+    flops_bins: Annotated[int, typer.Option(help="0: uniform paths; N: a random FLOPs bin of N, then a path in it")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="checkpoint (default: the user data dir, where the supernet evaluator looks)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the checkpoint at --out")] = False,
+):
+    """Train a SPOS supernet with uniform single-path sampling; a checkpoint after each epoch."""
+    import torch
+    from collm_nas.evals.supernet import write_training_curve
+    from collm_nas.spaces.shufflenet import ShuffleNetSpace, ShuffleNetSupernet
+    from collm_nas.tools.image_data import load_splits
+    from collm_nas.tools.supernet_train import Recipe, SupernetRun, load_checkpoint, train_supernet
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    def body():
+        if space != "shufflenet":
+            raise UserError(f"supernet training is built for the shufflenet space, not {space!r}")
+        if epochs < 1 or batch_size < 1 or lr <= 0 or width <= 0 or flops_bins < 0:
+            raise UserError("--epochs and --batch-size must be at least 1; --lr and --width positive")
+        target = out or _supernet_file(data)
+        splits = load_splits(data, root=str(data_root) if data_root else None)
+        dataset = splits.name if splits.name != "folder" else "imagenet"
+        if resume:
+            run, state = load_checkpoint(target)
+            if run.epoch >= epochs:
+                raise UserError(f"{target} already has {run.epoch} epochs; ask for more with --epochs")
+            run.recipe = Recipe(**{**asdict(run.recipe), "epochs": epochs})
+        else:
+            if target.exists():
+                raise UserError(f"{target} exists: add --resume to continue it, or choose another --out")
+            recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, train_images=train_images,
+                            seed=seed)
+            preset = ShuffleNetSpace().preset(dataset, width)
+            torch.manual_seed(seed)  # the supernet's initial weights
+            run, state = SupernetRun(space, dataset, preset, recipe, flops_bins), None
+            run.model = ShuffleNetSupernet(preset)
+        console.print(f"training {target} from epoch {run.epoch} to {epochs} on {splits.source}")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task(f"epoch {run.epoch + 1}", total=None, loss=float("nan"))
+
+            def on_batch(done, total, loss):
+                bar.update(task, completed=done, total=total, loss=loss)
+
+            def on_epoch(row):
+                console.print(f"epoch {row['epoch']}: loss {row['loss']:.3f}, train top-1 "
+                              f"{row['train_acc']:.2f} %, {row['images_per_s']:.0f} images/s")
+                bar.reset(task, description=f"epoch {row['epoch'] + 1}")
+
+            train_supernet(run, splits, target, on_batch, on_epoch, state)
+        curve = write_training_curve(run.history, target.with_suffix(".png"))
+        console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {curve}")
+
+    _guarded(body)
+
+
+@supernet_app.command("verify")
+def supernet_verify(
+    checkpoint: Annotated[Path | None, typer.Option(help="supernet checkpoint (default: the user data dir's fashion-mnist one)")] = None,
+    subnets: Annotated[int, typer.Option(help="paths to train from scratch")] = 30,
+    epochs: Annotated[int, typer.Option(help="stand-alone training epochs per path")] = 2,
+    train_images: Annotated[int | None, typer.Option(help="train each path on the first N training images")] = None,
+    calib_batches: Annotated[int, typer.Option(help="training batches that recalibrate BatchNorm")] = 20,
+    valid_images: Annotated[int | None, typer.Option(help="score on the first N validation images")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="markdown table (.json and .png beside it)")] = Path("results/shufflenet_verify.md"),
+):
+    """Rank agreement of supernet-inherited and stand-alone accuracy (Kendall, Spearman, top-k)."""
+    from collm_nas.evals.supernet import verify, write_verify
+    from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
+    from collm_nas.tools.supernet_train import Recipe
+
+    def body():
+        if epochs < 1 or subnets < 3 or calib_batches < 1:
+            raise UserError("--epochs and --calib-batches must be at least 1, --subnets at least 3")
+        evaluator = SPOSSupernetEvaluator(checkpoint or _supernet_file("fashion-mnist"),
+                                          calib_batches=calib_batches, valid_images=valid_images)
+        recipe = Recipe(**{**asdict(evaluator.run.recipe), "epochs": epochs,
+                           "train_images": train_images})
+        command = command_line()
+
+        def progress(done, row):
+            console.print(f"{done}/{subnets} {row['key']}: inherited {row['inherited_valid']:.2f}, "
+                          f"stand-alone {row['standalone_valid']:.2f} ({row['standalone_seconds']} s)")
+
+        result = verify(evaluator, subnets, recipe, seed, out.with_suffix(".standalone.jsonl"),
+                        progress)
+        print(write_verify(result, out, command).read_text())
 
     _guarded(body)
 

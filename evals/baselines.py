@@ -1,5 +1,5 @@
 """Baseline search methods on the space contract only: random search, REINFORCE, elitist and
-regularized (aging) evolution.
+regularized (aging) evolution, and the evolution SPOS runs on its supernet.
 
 Each takes a `Ledger` (budget in distinct evaluated architectures, cost limit, dedupe) and an
 rng, and proposes candidates until the ledger's budget is spent or it gives up.
@@ -149,4 +149,51 @@ def regularized_evolution(
     return "budget spent"
 
 
-BASELINES = {"rs": random_search, "rl": reinforce, "ea": evolution, "rea": regularized_evolution}
+def spos_evolution(
+    ledger: Ledger, rng: np.random.Generator, population_size: int = 50, top_k: int = 10,
+    mutations: int = 25, crossovers: int = 25, mutation_prob: float = 0.1,
+) -> str:
+    """Evolution as SPOS searches its supernet (Guo et al. 2020; 20 generations of 50 = 1,000
+    evaluations there, here as many as the budget allows).
+
+    A random first population; then each generation makes `mutations` children of the best
+    `top_k` evaluated so far (every gene resampled with probability `mutation_prob`) and
+    `crossovers` children of two of them (every gene from either parent), and fills the
+    generation up to `population_size` with random samples. Only new, legal, within-limit
+    children count.
+    """
+    _, proposals = _random_population(ledger, rng, population_size)
+    dims = list(ledger.space.dimensions.values())
+
+    def mutant(parent: list) -> list:
+        return [values[rng.integers(len(values))] if rng.random() < mutation_prob else gene
+                for gene, values in zip(parent, dims, strict=True)]
+
+    def cross(a: list, b: list) -> list:
+        return [x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True)]
+
+    while not ledger.spent:
+        top = [list(ledger.space.genes(ledger.space.parse(r["arch"])))
+               for r in sorted(ledger.records, key=ledger.score, reverse=True)[:top_k]]
+        if not top:
+            return "gave up: too many rejected proposals"
+        for make, wanted, source in ((mutant, mutations, "mutation"), (cross, crossovers, "crossover"),
+                                     (None, population_size - mutations - crossovers, "random")):
+            made = 0
+            while made < wanted and not ledger.spent:
+                proposals += 1
+                if proposals > _proposal_cap(ledger):
+                    return "gave up: too many rejected proposals"
+                if make is mutant:
+                    child = ledger.space.from_genes(mutant(top[rng.integers(len(top))]))
+                elif make is cross:
+                    i, j = rng.integers(len(top), size=2)
+                    child = ledger.space.from_genes(cross(top[i], top[j]))
+                else:
+                    child = ledger.space.sample(rng)
+                made += ledger.submit(child, source=source)[0] == "evaluated"
+    return "budget spent"
+
+
+BASELINES = {"rs": random_search, "rl": reinforce, "ea": evolution, "rea": regularized_evolution,
+             "spos-ea": spos_evolution}

@@ -95,3 +95,16 @@ def _ledger_after_rea(seed: int):
     ledger = _rea_ledger(seed, 50)
     BASELINES["rea"](ledger, np.random.default_rng(seed))
     return ledger
+
+
+def test_spos_evolution_breeds_its_top_ten_by_mutation_and_crossover():
+    ledger = make_ledger(RunSpec("spos-ea", "nb201", "cifar10", "valid", 1, 100))
+    BASELINES["spos-ea"](ledger, np.random.default_rng(1))
+    sources = [r["source"] for r in ledger.records]
+    assert sources == ["random"] * 50 + ["mutation"] * 25 + ["crossover"] * 25
+    top = sorted(ledger.records[:50], key=ledger.score, reverse=True)[:10]
+    space = ledger.space
+    top_genes = [space.genes(space.parse(r["arch"])) for r in top]
+    for child in ledger.records[75:]:  # every gene from one of the top ten
+        genes = space.genes(space.parse(child["arch"]))
+        assert all(any(g == parent[i] for parent in top_genes) for i, g in enumerate(genes))

@@ -24,6 +24,7 @@ from collm_nas.errors import CollmNasError
 from collm_nas.spaces import SearchSpace, get_space
 from collm_nas.spaces.evaluation import Evaluator, Metrics
 from collm_nas.spaces.mobilenet import NUM_CLASSES, MobileNetSpace, extract_subnet, new_ofa_supernet
+from collm_nas.spaces.shufflenet import ShuffleNetSpace
 from collm_nas.tools.data import DataFileError, find_data_file
 from collm_nas.tools.evaluators import require_space
 from collm_nas.tools.supernet_eval import (
@@ -225,9 +226,14 @@ def load_supernet_evaluator(data_path: str | None = None, **settings: Any) -> OF
 
 def supernet_evaluator(
     space: SearchSpace, dataset: str, data_path: str | None = None, **settings: Any
-) -> OFASupernetEvaluator:
-    """The `supernet` evaluator kind (entry point in pyproject.toml); `settings` as for
-    `load_supernet_evaluator`."""
+) -> Evaluator:
+    """The `supernet` evaluator kind (entry point in pyproject.toml): SPOS ShuffleNet paths from a
+    supernet trained here (`tools/evaluators/spos.py`), or OFA MobileNetV3 subnets with
+    `settings` as for `load_supernet_evaluator`."""
+    if isinstance(space, ShuffleNetSpace):
+        from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+
+        return spos_supernet_evaluator(space, dataset, data_path, **settings)
     require_space(space, MobileNetSpace, "supernet")
     space.check_dataset(dataset)
     return load_supernet_evaluator(data_path, **settings)

@@ -1,0 +1,166 @@
+"""Judging stage one: supernet-inherited accuracy against stand-alone training of the same paths.
+
+`verify` samples K distinct paths, scores each with the supernet evaluator (inherited weights,
+recalibrated BatchNorm) and trains each from scratch with one recipe, then reports how well the
+first ranks the second: Kendall tau and Spearman over all K and over the stand-alone top half,
+and the overlap of the two top-k sets. Stand-alone results are cached in a JSON lines file keyed
+by path and recipe, so a run can be extended to more paths without training any path twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from collm_nas.spaces.shufflenet import CHOICES, N_BLOCKS, ShuffleNetSpace, cost_of_path
+from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
+from collm_nas.tools.image_data import loader
+from collm_nas.tools.supernet_eval import top1_accuracy
+from collm_nas.tools.supernet_train import Recipe, train_standalone
+from scipy import stats
+
+SPACE = ShuffleNetSpace()
+
+
+def sample_paths(count: int, seed: int) -> list[tuple[int, ...]]:
+    """`count` distinct uniformly random paths, the same for a seed."""
+    rng, paths = np.random.default_rng(seed), {}
+    while len(paths) < count:
+        path = tuple(int(c) for c in rng.integers(len(CHOICES), size=N_BLOCKS))
+        paths.setdefault(path, None)
+    return list(paths)
+
+
+def standalone_accuracy(evaluator: SPOSSupernetEvaluator, path: tuple[int, ...], recipe: Recipe,
+                        cache: Path) -> dict[str, Any]:
+    """Valid/test top-1 of `path` trained from scratch with `recipe` (cached in `cache`)."""
+    key, tag = "".join(map(str, path)), json.dumps(asdict(recipe), sort_keys=True)
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("key") == key and row.get("recipe") == tag:
+                return row
+    started = time.monotonic()
+    splits = evaluator.splits
+    model = train_standalone(path, evaluator.run.preset, splits, recipe)
+    row = {"key": key, "recipe": tag,
+           "valid_acc": top1_accuracy(model, loader(splits.valid, 500, False, 0)),
+           "test_acc": top1_accuracy(model, loader(splits.test, 500, False, 0)),
+           "seconds": round(time.monotonic() - started, 1)}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
+def rank_agreement(inherited: list[float], standalone: list[float], top_k: int) -> dict[str, float]:
+    """Kendall tau and Spearman over all paths and over the stand-alone top half, and the share
+    of the stand-alone top-k that the inherited top-k finds."""
+    a, b = np.asarray(inherited), np.asarray(standalone)
+    half = np.argsort(-b)[: max(2, len(b) // 2)]
+    top_inherited = set(np.argsort(-a)[:top_k].tolist())
+    top_true = set(np.argsort(-b)[:top_k].tolist())
+    return {
+        "kendall": float(stats.kendalltau(a, b).statistic),
+        "spearman": float(stats.spearmanr(a, b).statistic),
+        "kendall_top_half": float(stats.kendalltau(a[half], b[half]).statistic),
+        "spearman_top_half": float(stats.spearmanr(a[half], b[half]).statistic),
+        "top_k": top_k,
+        "top_k_overlap": len(top_inherited & top_true) / top_k,
+    }
+
+
+def verify(evaluator: SPOSSupernetEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
+           progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+    """Inherited vs stand-alone accuracy of `subnets` sampled paths, and their agreement."""
+    if subnets < 3:
+        raise ValueError(f"--subnets must be at least 3 to rank, got {subnets}")
+    rows = []
+    for i, path in enumerate(sample_paths(subnets, seed)):
+        arch = SPACE.from_genes([CHOICES[c] for c in path])
+        started = time.monotonic()
+        inherited = evaluator.evaluate(arch)
+        seconds = time.monotonic() - started
+        alone = standalone_accuracy(evaluator, path, recipe, cache)
+        mflops, mparams = cost_of_path(path, evaluator.run.preset)
+        rows.append({"key": alone["key"], "mflops": round(mflops, 3), "mparams": round(mparams, 4),
+                     "inherited_valid": inherited.valid_acc, "inherited_test": inherited.test_acc,
+                     "inherited_seconds": round(seconds, 2), "standalone_valid": alone["valid_acc"],
+                     "standalone_test": alone["test_acc"], "standalone_seconds": alone["seconds"]})
+        if progress:
+            progress(i + 1, rows[-1])
+    agreement = rank_agreement([r["inherited_valid"] for r in rows],
+                               [r["standalone_valid"] for r in rows], max(1, subnets // 5))
+    return {"checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": evaluator.run.epoch,
+            "supernet_recipe": asdict(evaluator.run.recipe), "evaluator": evaluator.settings,
+            "standalone_recipe": asdict(recipe), "seed": seed, "agreement": agreement,
+            "paths": rows}
+
+
+def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
+    """`out` (markdown), its JSON and a scatter plot (PNG) beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, **result}, indent=1))
+    rows, a = result["paths"], result["agreement"]
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter([r["standalone_valid"] for r in rows], [r["inherited_valid"] for r in rows], s=14)
+    ax.set_xlabel("stand-alone valid top-1 (%)")
+    ax.set_ylabel("supernet-inherited valid top-1 (%)")
+    ax.set_title(f"{len(rows)} paths: Kendall {a['kendall']:.2f}, Spearman {a['spearman']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+    lines = [
+        "# Supernet vs stand-alone training (SPOS ShuffleNet)", "",
+        f"Command: `{command}`", "",
+        f"- checkpoint: `{result['checkpoint']}` ({result['checkpoint_epochs']} epochs; recipe "
+        f"{result['supernet_recipe']})",
+        f"- supernet evaluator: {result['evaluator']}",
+        f"- stand-alone recipe: {result['standalone_recipe']}",
+        f"- paths: {len(rows)} sampled uniformly with seed {result['seed']}", "",
+        "| | Kendall tau | Spearman |", "|---|---|---|",
+        f"| all {len(rows)} paths | {a['kendall']:.3f} | {a['spearman']:.3f} |",
+        f"| stand-alone top half | {a['kendall_top_half']:.3f} | {a['spearman_top_half']:.3f} |",
+        "", f"Top-{a['top_k']} overlap (inherited top-{a['top_k']} among the stand-alone "
+        f"top-{a['top_k']}): {a['top_k_overlap']:.2f}", "",
+        "| path | MFLOPs | inherited valid | stand-alone valid | stand-alone test | train s |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r['key']} | {r['mflops']:.2f} | {r['inherited_valid']:.2f} | "
+          f"{r['standalone_valid']:.2f} | {r['standalone_test']:.2f} | {r['standalone_seconds']} |"
+          for r in sorted(rows, key=lambda r: -r["standalone_valid"])),
+        "", f"Scatter plot: `{out.with_suffix('.png').name}`.",
+    ]
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def write_training_curve(history: list[dict[str, float]], out: Path) -> Path:
+    """Loss and training accuracy of the sampled paths per epoch (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, left = plt.subplots(figsize=(5, 3.5))
+    left.plot(epochs, [h["loss"] for h in history], "o-", color="tab:blue")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss (sampled paths)", color="tab:blue")
+    right = left.twinx()
+    right.plot(epochs, [h["train_acc"] for h in history], "s-", color="tab:orange")
+    right.set_ylabel("training top-1 (%)", color="tab:orange")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -1,0 +1,142 @@
+"""Accuracy of SPOS ShuffleNet paths with weights inherited from a supernet trained here.
+
+Per path: reset every BatchNorm's statistics and recalibrate them on a fixed set of training
+batches (the same batches for every path), then top-1 on the held-out validation split (what the
+search reads) and on the official test split (reported). Deterministic: a path always gets the
+same numbers from the same checkpoint and settings. Results are cached in memory and in a JSON
+lines file beside the checkpoint, keyed by the path and everything that changes its numbers, so
+a resumed or repeated search does not pay twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from collm_nas.spaces import SearchSpace
+from collm_nas.spaces.evaluation import Evaluator, Metrics
+from collm_nas.spaces.shufflenet import ShuffleNetSupernet, path_of
+from collm_nas.tools.data import find_data_file
+from collm_nas.tools.image_data import ImageSplits, fixed_batches, load_splits, loader
+from collm_nas.tools.supernet_eval import recalibrate_batchnorm, top1_accuracy
+from collm_nas.tools.supernet_train import CheckpointError, load_checkpoint
+from pydantic import BaseModel
+from torch import nn
+
+HOW_TO_TRAIN = ("train one with `collm-nas supernet train --space shufflenet --data fashion-mnist "
+                "--out FILE` and pass `--evaluator-option checkpoint=FILE`")
+
+
+class OnePath(nn.Module):
+    """The supernet seen as the network of one path (for BN recalibration and top-1)."""
+
+    def __init__(self, supernet: ShuffleNetSupernet, path: Sequence[int]):
+        super().__init__()
+        self.supernet, self.path = supernet, tuple(path)
+
+    def forward(self, x):
+        return self.supernet(x, self.path)
+
+
+class SPOSSupernetEvaluator(Evaluator):
+    """Top-1 of SPOS paths with inherited weights and recalibrated BatchNorm."""
+
+    kind = "supernet"
+    thread_safe = False  # recalibration rewrites the one supernet's BatchNorm statistics
+
+    def __init__(self, checkpoint: str | Path, splits: ImageSplits | None = None, *,
+                 calib_batches: int = 20, batch_size: int = 200, valid_images: int | None = None,
+                 seed: int = 0, cache: bool = True):
+        """`calib_batches` of `batch_size` training images recalibrate BN; `valid_images`: the
+        first N of the validation split (None: all of it)."""
+        if calib_batches < 1 or batch_size < 1:
+            raise CheckpointError("calib_batches and batch_size must be at least 1")
+        self.checkpoint = Path(checkpoint)
+        run, _ = load_checkpoint(self.checkpoint)
+        if run.space != "shufflenet":
+            raise CheckpointError(f"{checkpoint} is a {run.space} supernet, not a shufflenet one")
+        self.run, self.supernet = run, run.model.eval()
+        self.splits = splits or load_splits(run.dataset)
+        self.calibration = fixed_batches(self.splits.train, batch_size, calib_batches, seed)
+        self.batch_size, self.valid_images = batch_size, valid_images
+        self.settings = {"checkpoint_epoch": run.epoch, "calib_batches": calib_batches,
+                         "batch_size": batch_size, "valid_images": valid_images, "seed": seed}
+        self._memory: dict[str, Metrics] = {}
+        self._file = (self.checkpoint.with_name(self.checkpoint.name + ".evals.jsonl")
+                      if cache else None)
+        self._tag = _digest(self.checkpoint, self.settings) if cache else ""
+        self._load_cache()
+
+    def evaluate(self, arch: BaseModel) -> Metrics:
+        path = path_of(arch)
+        key = "".join(map(str, path))
+        if key not in self._memory:
+            model = OnePath(self.supernet, path)
+            recalibrate_batchnorm(model, self.calibration)
+            valid = self.splits.valid
+            if self.valid_images is not None:
+                valid = _first(valid, self.valid_images)
+            metrics = Metrics(
+                valid_acc=top1_accuracy(model, loader(valid, 500, False, 0)),
+                test_acc=top1_accuracy(model, loader(self.splits.test, 500, False, 0)),
+            )
+            self._memory[key] = metrics
+            self._append(key, metrics)
+        return self._memory[key]
+
+    def _load_cache(self) -> None:
+        if self._file is None or not self._file.is_file():
+            return
+        for line in self._file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if row.get("tag") == self._tag:
+                self._memory[row["key"]] = Metrics(row["valid_acc"], row["test_acc"])
+
+    def _append(self, key: str, metrics: Metrics) -> None:
+        if self._file is None:
+            return
+        row = {"tag": self._tag, "key": key, "valid_acc": metrics.valid_acc,
+               "test_acc": metrics.test_acc, **self.settings}
+        with _file_lock, self._file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+_file_lock = threading.Lock()
+
+
+def _first(dataset, count: int):
+    from torch.utils.data import Subset
+
+    return Subset(dataset, range(min(count, len(dataset))))
+
+
+def _digest(checkpoint: Path, settings: dict[str, Any]) -> str:
+    """Names one checkpoint file's content and the settings that change the numbers."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    with checkpoint.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def spos_supernet_evaluator(space: SearchSpace, dataset: str, data_path: str | None = None,
+                            checkpoint: str | None = None, data_root: str | None = None,
+                            **settings: Any) -> SPOSSupernetEvaluator:
+    """The `supernet` kind for the shufflenet space: the checkpoint is `checkpoint`, else
+    `supernets/shufflenet-<dataset>.pt` found like other data files; `data_root` is where the
+    images are when not in their default place."""
+    space.check_dataset(dataset)
+    path = find_data_file(f"supernets/shufflenet-{dataset}.pt", checkpoint or data_path,
+                          HOW_TO_TRAIN)
+    splits = load_splits(dataset, root=data_root) if data_root else None
+    evaluator = SPOSSupernetEvaluator(path, splits, **settings)
+    if evaluator.run.dataset != dataset:
+        raise CheckpointError(f"{path} was trained on {evaluator.run.dataset}, not {dataset}")
+    return evaluator
