@@ -569,7 +569,9 @@ def supernet_train(
     epochs: Annotated[int, typer.Option()] = 5,
     width: Annotated[float, typer.Option(help="channel multiplier of the preset")] = 1.0,
     batch_size: Annotated[int, typer.Option()] = 128,
-    lr: Annotated[float, typer.Option(help="initial SGD learning rate (cosine to zero)")] = 0.1,
+    optimizer: Annotated[str, typer.Option(help="adam | sgd (momentum 0.9, Nesterov)")] = "adam",
+    lr: Annotated[float | None, typer.Option(help="initial learning rate, cosine to zero (default: adam 0.002, sgd 0.1)")] = None,
+    same_start: Annotated[bool, typer.Option(help="start every path as nearly the same network (else independent random units, as the official trainer)")] = True,
     train_images: Annotated[int | None, typer.Option(help="train on the first N training images")] = None,
     flops_bins: Annotated[int, typer.Option(help="0: uniform paths; N: a random FLOPs bin of N, then a path in it")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -594,7 +596,10 @@ def supernet_train(
     def body():
         if space != "shufflenet":
             raise UserError(f"supernet training is built for the shufflenet space, not {space!r}")
-        if epochs < 1 or batch_size < 1 or lr <= 0 or width <= 0 or flops_bins < 0:
+        rate = lr if lr is not None else {"adam": 2e-3, "sgd": 0.1}.get(optimizer)
+        if optimizer not in ("adam", "sgd"):
+            raise UserError(f"--optimizer must be adam or sgd, got {optimizer!r}")
+        if epochs < 1 or batch_size < 1 or rate <= 0 or width <= 0 or flops_bins < 0:
             raise UserError("--epochs and --batch-size must be at least 1; --lr and --width positive")
         target = out or _supernet_file(data)
         splits = load_splits(data, root=str(data_root) if data_root else None)
@@ -607,12 +612,12 @@ def supernet_train(
         else:
             if target.exists():
                 raise UserError(f"{target} exists: add --resume to continue it, or choose another --out")
-            recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, train_images=train_images,
-                            seed=seed)
+            recipe = Recipe(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=rate,
+                            train_images=train_images, seed=seed)
             preset = ShuffleNetSpace().preset(dataset, width)
             torch.manual_seed(seed)  # the supernet's initial weights
-            run, state = SupernetRun(space, dataset, preset, recipe, flops_bins), None
-            run.model = ShuffleNetSupernet(preset)
+            run = SupernetRun(space, dataset, preset, recipe, flops_bins, same_start)
+            run.model, state = ShuffleNetSupernet(preset, same_start), None
         console.print(f"training {target} from epoch {run.epoch} to {epochs} on {splits.source}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
@@ -638,10 +643,12 @@ def supernet_train(
 def supernet_verify(
     checkpoint: Annotated[Path | None, typer.Option(help="supernet checkpoint (default: the user data dir's fashion-mnist one)")] = None,
     subnets: Annotated[int, typer.Option(help="paths to train from scratch")] = 30,
+    paths: Annotated[str | None, typer.Option(help="comma-separated path keys to train instead of sampled ones (e.g. the ones searches chose)")] = None,
     epochs: Annotated[int, typer.Option(help="stand-alone training epochs per path")] = 2,
     train_images: Annotated[int | None, typer.Option(help="train each path on the first N training images")] = None,
     calib_batches: Annotated[int, typer.Option(help="training batches that recalibrate BatchNorm")] = 20,
     valid_images: Annotated[int | None, typer.Option(help="score on the first N validation images")] = None,
+    test_images: Annotated[int | None, typer.Option(help="report on the first N test images")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Path, typer.Option(help="markdown table (.json and .png beside it)")] = Path("results/shufflenet_verify.md"),
 ):
@@ -651,20 +658,22 @@ def supernet_verify(
     from collm_nas.tools.supernet_train import Recipe
 
     def body():
-        if epochs < 1 or subnets < 3 or calib_batches < 1:
-            raise UserError("--epochs and --calib-batches must be at least 1, --subnets at least 3")
+        keys = _split(paths) if paths else None
+        if epochs < 1 or calib_batches < 1 or len(keys or range(subnets)) < 3:
+            raise UserError("--epochs and --calib-batches must be at least 1; rank at least 3 paths")
         evaluator = SPOSSupernetEvaluator(checkpoint or _supernet_file("fashion-mnist"),
-                                          calib_batches=calib_batches, valid_images=valid_images)
+                                          calib_batches=calib_batches, valid_images=valid_images,
+                                          test_images=test_images)
         recipe = Recipe(**{**asdict(evaluator.run.recipe), "epochs": epochs,
                            "train_images": train_images})
         command = command_line()
 
         def progress(done, row):
-            console.print(f"{done}/{subnets} {row['key']}: inherited {row['inherited_valid']:.2f}, "
+            console.print(f"{done}/{len(keys or range(subnets))} {row['key']}: inherited {row['inherited_valid']:.2f}, "
                           f"stand-alone {row['standalone_valid']:.2f} ({row['standalone_seconds']} s)")
 
         result = verify(evaluator, subnets, recipe, seed, out.with_suffix(".standalone.jsonl"),
-                        progress)
+                        progress, keys)
         print(write_verify(result, out, command).read_text())
 
     _guarded(body)

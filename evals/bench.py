@@ -88,10 +88,15 @@ def run_result(
     )
 
 
+def spec_evaluator(spec: RunSpec):
+    """The shared evaluator a run's settings name (kind and options; the space's default kind)."""
+    return make_evaluator(spec.space, spec.dataset, spec.options.get("evaluator"), spec.data_path,
+                          tuple(sorted(spec.options.get("evaluator_options", {}).items())))
+
+
 def make_ledger(spec: RunSpec) -> Ledger:
     space = get_space(spec.space)
-    evaluator = make_evaluator(spec.space, spec.dataset, spec.options.get("evaluator"), spec.data_path,
-                               tuple(sorted(spec.options.get("evaluator_options", {}).items())))
+    evaluator = spec_evaluator(spec)
     limit = spec.cost_limit
     counter = (shared_cost_counter(spec.space, spec.dataset, limit.kind == "latency", spec.data_path)
                if limit else None)
@@ -128,7 +133,7 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
         )
         result = run_search(settings)
         records = sorted(result.archive, key=lambda r: r["evaluation"])
-        evaluator = make_evaluator(spec.space, spec.dataset, data_path=spec.data_path)
+        evaluator = spec_evaluator(spec)
         sources: dict[str, int] = {}
         for record in records:
             sources[record["source"]] = sources.get(record["source"], 0) + 1

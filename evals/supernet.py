@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from collm_nas.spaces.shufflenet import CHOICES, N_BLOCKS, ShuffleNetSpace, cost_of_path
+from collm_nas.spaces.shufflenet import CHOICES, N_BLOCKS, ShuffleNetSpace, cost_of_path, path_of
 from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
 from collm_nas.tools.image_data import loader
 from collm_nas.tools.supernet_eval import top1_accuracy
@@ -76,12 +76,16 @@ def rank_agreement(inherited: list[float], standalone: list[float], top_k: int) 
 
 
 def verify(evaluator: SPOSSupernetEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
-           progress: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
-    """Inherited vs stand-alone accuracy of `subnets` sampled paths, and their agreement."""
-    if subnets < 3:
-        raise ValueError(f"--subnets must be at least 3 to rank, got {subnets}")
+           progress: Callable[[int, dict], None] | None = None,
+           keys: list[str] | None = None) -> dict[str, Any]:
+    """Inherited vs stand-alone accuracy of `subnets` sampled paths (or of the paths `keys`, e.g.
+    the ones searches chose), and their agreement."""
+    paths = ([path_of(SPACE.parse(key)) for key in keys] if keys
+             else sample_paths(subnets, seed))
+    if len(paths) < 3:
+        raise ValueError(f"ranking needs at least 3 paths, got {len(paths)}")
     rows = []
-    for i, path in enumerate(sample_paths(subnets, seed)):
+    for i, path in enumerate(paths):
         arch = SPACE.from_genes([CHOICES[c] for c in path])
         started = time.monotonic()
         inherited = evaluator.evaluate(arch)
@@ -95,10 +99,11 @@ def verify(evaluator: SPOSSupernetEvaluator, subnets: int, recipe: Recipe, seed:
         if progress:
             progress(i + 1, rows[-1])
     agreement = rank_agreement([r["inherited_valid"] for r in rows],
-                               [r["standalone_valid"] for r in rows], max(1, subnets // 5))
+                               [r["standalone_valid"] for r in rows], max(1, len(rows) // 5))
     return {"checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": evaluator.run.epoch,
             "supernet_recipe": asdict(evaluator.run.recipe), "evaluator": evaluator.settings,
-            "standalone_recipe": asdict(recipe), "seed": seed, "agreement": agreement,
+            "standalone_recipe": asdict(recipe), "seed": seed, "given": bool(keys),
+            "agreement": agreement,
             "paths": rows}
 
 
@@ -127,7 +132,8 @@ def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
         f"{result['supernet_recipe']})",
         f"- supernet evaluator: {result['evaluator']}",
         f"- stand-alone recipe: {result['standalone_recipe']}",
-        f"- paths: {len(rows)} sampled uniformly with seed {result['seed']}", "",
+        f"- paths: {len(rows)} " + ("given" if result.get("given") else
+                                    f"sampled uniformly with seed {result['seed']}"), "",
         "| | Kendall tau | Spearman |", "|---|---|---|",
         f"| all {len(rows)} paths | {a['kendall']:.3f} | {a['spearman']:.3f} |",
         f"| stand-alone top half | {a['kendall_top_half']:.3f} | {a['spearman_top_half']:.3f} |",

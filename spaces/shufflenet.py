@@ -17,8 +17,8 @@ Presets (the dataset picks one):
   and stage channels.
 
 `ShuffleNetSupernet` holds all four units of every block (the official module names, so the
-official supernet's `state_dict` loads into it, BatchNorm without affine parameters as in the
-official supernet) and runs the one path it is given; `ShuffleNetV2` is one stand-alone path.
+official supernet's `state_dict` loads into it) and runs the one path it is given;
+`ShuffleNetV2` is one stand-alone path.
 """
 
 from __future__ import annotations
@@ -204,12 +204,12 @@ def _unit_name(value: Any) -> Any:
 # --- the networks --------------------------------------------------------------------------
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, affine: bool, *,
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, *,
              depthwise: bool = False, relu: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=c_in if depthwise else 1,
                   bias=False),
-        nn.BatchNorm2d(c_out, affine=affine),
+        nn.BatchNorm2d(c_out),
     ]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
@@ -221,29 +221,28 @@ class ShuffleUnit(nn.Module):
     projection branch (depthwise + 1x1) and concatenates them; the others pass half the
     channels through and transform the other half, after a channel shuffle."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, choice: int, project: bool,
-                 affine: bool = True):
+    def __init__(self, c_in: int, c_out: int, stride: int, choice: int, project: bool):
         super().__init__()
         self.project = project
         main_in = c_in if project else c_in // 2
         mid, main_out = c_out // 2, c_out - main_in
         kernel = KERNELS[choice]
         if choice < 3:
-            main = (_conv_bn(main_in, mid, 1, 1, affine)
-                    + _conv_bn(mid, mid, kernel, stride, affine, depthwise=True, relu=False)
-                    + _conv_bn(mid, main_out, 1, 1, affine))
+            main = (_conv_bn(main_in, mid, 1, 1)
+                    + _conv_bn(mid, mid, kernel, stride, depthwise=True, relu=False)
+                    + _conv_bn(mid, main_out, 1, 1))
         else:
-            main = (_conv_bn(main_in, main_in, 3, stride, affine, depthwise=True, relu=False)
-                    + _conv_bn(main_in, mid, 1, 1, affine)
-                    + _conv_bn(mid, mid, 3, 1, affine, depthwise=True, relu=False)
-                    + _conv_bn(mid, mid, 1, 1, affine)
-                    + _conv_bn(mid, mid, 3, 1, affine, depthwise=True, relu=False)
-                    + _conv_bn(mid, main_out, 1, 1, affine))
+            main = (_conv_bn(main_in, main_in, 3, stride, depthwise=True, relu=False)
+                    + _conv_bn(main_in, mid, 1, 1)
+                    + _conv_bn(mid, mid, 3, 1, depthwise=True, relu=False)
+                    + _conv_bn(mid, mid, 1, 1)
+                    + _conv_bn(mid, mid, 3, 1, depthwise=True, relu=False)
+                    + _conv_bn(mid, main_out, 1, 1))
         self.branch_main = nn.Sequential(*main)
         if project:
             self.branch_proj = nn.Sequential(
-                *_conv_bn(c_in, c_in, kernel, stride, affine, depthwise=True, relu=False),
-                *_conv_bn(c_in, c_in, 1, 1, affine),
+                *_conv_bn(c_in, c_in, kernel, stride, depthwise=True, relu=False),
+                *_conv_bn(c_in, c_in, 1, 1),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,13 +266,13 @@ def _block_shapes(preset: Preset) -> list[tuple[int, int, int, bool]]:
 class _Network(nn.Module):
     """Stem and head shared by the stand-alone network and the supernet."""
 
-    def __init__(self, preset: Preset, affine: bool):
+    def __init__(self, preset: Preset):
         super().__init__()
         self.preset = preset
         self.first_conv = nn.Sequential(
-            *_conv_bn(preset.in_channels, preset.stem_channels, 3, preset.stem_stride, affine))
+            *_conv_bn(preset.in_channels, preset.stem_channels, 3, preset.stem_stride))
         self.conv_last = nn.Sequential(
-            *_conv_bn(preset.stage_channels[-1], preset.last_channels, 1, 1, affine))
+            *_conv_bn(preset.stage_channels[-1], preset.last_channels, 1, 1))
         self.globalpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(0.1)
         self.classifier = nn.Sequential(nn.Linear(preset.last_channels, preset.classes, bias=False))
@@ -284,10 +283,10 @@ class _Network(nn.Module):
 
 
 class ShuffleNetV2(_Network):
-    """A stand-alone SPOS network: the units of one path (affine BatchNorm)."""
+    """A stand-alone SPOS network: the units of one path."""
 
     def __init__(self, path: Sequence[int], preset: Preset):
-        super().__init__(preset, affine=True)
+        super().__init__(preset)
         self.path = tuple(path)
         self.features = nn.Sequential(*(
             ShuffleUnit(c_in, c_out, stride, choice, project)
@@ -300,17 +299,42 @@ class ShuffleNetV2(_Network):
 
 
 class ShuffleNetSupernet(_Network):
-    """Every unit of every block (official layout: `features.<block>.<choice>`), BatchNorm
-    without affine parameters; `forward(x, path)` runs one path. Not thread-safe to train or
-    to recalibrate, like any module whose BatchNorm statistics change."""
+    """Every unit of every block (official layout: `features.<block>.<choice>`); `forward(x,
+    path)` runs one path. Not thread-safe to train or to recalibrate, like any module whose
+    BatchNorm statistics change.
 
-    def __init__(self, preset: Preset):
-        super().__init__(preset, affine=False)
+    BatchNorm has affine parameters, which the official supernet lacks (an official checkpoint
+    loads with them at 1 and 0: the same function). `same_start` makes every path start as
+    nearly the same network: units 1-2 of a block copy unit 0 (its depthwise kernels centred in
+    their larger ones), the Xception unit copies its projection branch, and the last BatchNorm of
+    every main branch starts at scale 0.01. Measured here, uniform single-path training from
+    independent random units stays at chance for hundreds of steps (`results/shufflenet_supernet.md`).
+    """
+
+    def __init__(self, preset: Preset, same_start: bool = True):
+        super().__init__(preset)
         self.features = nn.ModuleList(
-            nn.ModuleList(ShuffleUnit(c_in, c_out, stride, choice, project, affine=False)
+            nn.ModuleList(ShuffleUnit(c_in, c_out, stride, choice, project)
                           for choice in range(len(CHOICES)))
             for c_in, c_out, stride, project in _block_shapes(preset)
         )
+        if same_start:
+            self._same_start()
+
+    @torch.no_grad()
+    def _same_start(self, main_scale: float = 0.01) -> None:
+        for units in self.features:
+            first = units[0]
+            for unit in units[1:]:
+                branches = ["branch_proj"] if unit.project else []
+                branches += ["branch_main"] if unit is not units[3] else []
+                for branch in branches:
+                    for mine, theirs in zip(getattr(unit, branch), getattr(first, branch), strict=True):
+                        if isinstance(mine, nn.Conv2d):
+                            _centre_copy(mine.weight, theirs.weight)
+            for unit in units:
+                norms = [m for m in unit.branch_main if isinstance(m, nn.BatchNorm2d)]
+                norms[-1].weight.fill_(main_scale)
 
     def forward(self, x: torch.Tensor, path: Sequence[int]) -> torch.Tensor:
         if len(path) != N_BLOCKS:
@@ -319,6 +343,13 @@ class ShuffleNetSupernet(_Network):
         for units, choice in zip(self.features, path, strict=True):
             x = units[choice](x)
         return self.head(x)
+
+
+def _centre_copy(target: torch.Tensor, source: torch.Tensor) -> None:
+    """`source`'s kernel in the centre of `target`'s (same or larger), zeros around it."""
+    offset = (target.shape[-1] - source.shape[-1]) // 2
+    target.zero_()
+    target[..., offset:offset + source.shape[-2], offset:offset + source.shape[-1]] = source
 
 
 # --- cost ------------------------------------------------------------------------------------
@@ -355,7 +386,7 @@ def count_conv_linear(module: nn.Module, shape: tuple[int, ...]) -> tuple[float,
 @cache
 def _cost_table(preset: Preset) -> tuple[tuple[float, float], list[list[tuple[float, float]]]]:
     """(stem + head cost, per-block per-choice cost), each (MACs, params), for `preset`."""
-    net = _Network(preset, affine=True)
+    net = _Network(preset)
     size = preset.resolution
     stem = count_conv_linear(net.first_conv, (1, preset.in_channels, size, size))
     size = -(-size // preset.stem_stride)

@@ -44,7 +44,7 @@ def splits() -> ImageSplits:
 
 def _run(epochs: int) -> SupernetRun:
     torch.manual_seed(0)
-    run = SupernetRun("shufflenet", "fashion-mnist", PRESET, Recipe(epochs=epochs, batch_size=32, lr=0.05))
+    run = SupernetRun("shufflenet", "fashion-mnist", PRESET, Recipe(epochs=epochs, batch_size=32, optimizer="sgd", lr=0.05))
     run.model = ShuffleNetSupernet(PRESET)
     return run
 
@@ -67,7 +67,7 @@ def test_training_writes_a_checkpoint_each_epoch(tmp_path, splits, trained):
 
 
 def test_one_path_trained_alone_learns_and_is_deterministic(splits):
-    recipe = Recipe(epochs=8, batch_size=16, lr=0.05)
+    recipe = Recipe(epochs=8, batch_size=16, optimizer="sgd", lr=0.05)
     model = train_standalone((0, 1, 2, 3) * 5, PRESET, splits, recipe)
     assert top1_accuracy(model, loader(splits.valid, 40, False, 0)) >= 95  # bright vs dark
     again = train_standalone((0, 1, 2, 3) * 5, PRESET, splits, recipe)
@@ -143,7 +143,7 @@ def test_rank_agreement_reads_perfect_and_reversed_rankings():
 
 def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, trained):
     evaluator = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
-    recipe = Recipe(epochs=1, batch_size=32, lr=0.05)
+    recipe = Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=0.05)
     cache = tmp_path / "standalone.jsonl"
     result = verify(evaluator, 3, recipe, 0, cache)
     assert len(result["paths"]) == 3 and len(cache.read_text().splitlines()) == 3
@@ -152,6 +152,28 @@ def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, tra
     kept = ("key", "standalone_valid", "standalone_test", "inherited_valid")
     assert [{k: r[k] for k in kept} for r in again["paths"][:3]] == [
         {k: r[k] for k in kept} for r in result["paths"]]
+    chosen = [r["key"] for r in again["paths"][1:4]]
+    given = verify(evaluator, 0, recipe, 0, cache, keys=chosen)
+    assert [r["key"] for r in given["paths"]] == chosen and given["given"]
+    assert len(cache.read_text().splitlines()) == 4  # all three were trained already
     out = write_verify(again, tmp_path / "verify.md", "collm-nas supernet verify ...")
     assert "Kendall tau" in out.read_text() and out.with_suffix(".png").is_file()
     assert json.loads(out.with_suffix(".json").read_text())["agreement"]["top_k"] == 1
+
+
+def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, trained):
+    from collm_nas.graph.context import SearchSettings
+    from collm_nas.graph.run import run_search
+    from test_image_data import write_fashion_mnist
+
+    root = write_fashion_mnist(tmp_path / "fashion", train=10_100, test=40)
+    options = {"checkpoint": str(trained), "data_root": str(root), "calib_batches": 2,
+               "batch_size": 16, "valid_images": 60}
+    limit = 4.5  # MFLOPs of the fashion-mnist preset: about 90 % of the space is over it
+    settings = SearchSettings(space="shufflenet", mode="collm-nollm", budget=10, candidates=5,
+                              iterations=4, evaluator="supernet", evaluator_options=options,
+                              cost_kind="flops", max_cost=limit, seed=0)
+    result = run_search(settings, tmp_path / "run")
+    assert result.evaluations == 10
+    assert all(r["flops_m"] <= limit and 0 <= r["valid_acc"] <= 100 for r in result.archive)
+    assert len({r["key"] for r in result.archive}) == 10

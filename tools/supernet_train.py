@@ -50,7 +50,8 @@ class Recipe:
 
     epochs: int = 5
     batch_size: int = 128
-    lr: float = 0.1
+    optimizer: str = "adam"  # "adam" or "sgd" (momentum, Nesterov)
+    lr: float = 2e-3
     momentum: float = 0.9
     weight_decay: float = 4e-5
     train_images: int | None = None  # the first N of the training split (None: all of it)
@@ -59,6 +60,8 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch size must be at least 1 and lr positive")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
 
 
 @dataclass
@@ -70,19 +73,23 @@ class SupernetRun:
     preset: Preset
     recipe: Recipe
     flops_bins: int = 0  # 0: uniform paths; N: uniform over N FLOPs bins, then a path inside
+    same_start: bool = True  # every path starts as nearly the same network (ShuffleNetSupernet)
     epoch: int = 0  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
     model: ShuffleNetSupernet | None = None
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, steps: int):
-    """SGD without weight decay on BatchNorm and biases, cosine decay per step to zero."""
+    """Adam or SGD, without weight decay on BatchNorm and biases, cosine decay per step to zero."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})
-    optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    if recipe.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=recipe.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     return optimizer, schedule
@@ -190,7 +197,7 @@ def save_checkpoint(run: SupernetRun, out: Path, optimizer=None, schedule=None) 
     payload = {
         "format": CHECKPOINT_FORMAT, "space": run.space, "dataset": run.dataset,
         "preset": run.preset.as_dict(), "recipe": asdict(run.recipe),
-        "flops_bins": run.flops_bins, "epoch": run.epoch, "history": run.history,
+        "flops_bins": run.flops_bins, "same_start": run.same_start, "epoch": run.epoch, "history": run.history,
         "state_dict": run.model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer else None,
         "schedule": schedule.state_dict() if schedule else None,
@@ -220,7 +227,8 @@ def load_checkpoint(path: str | Path) -> tuple[SupernetRun, dict[str, Any]]:
         preset_fields[name] = tuple(preset_fields[name])
     run = SupernetRun(space=payload["space"], dataset=payload["dataset"],
                       preset=Preset(**preset_fields), recipe=Recipe(**payload["recipe"]),
-                      flops_bins=payload["flops_bins"], epoch=payload["epoch"],
+                      flops_bins=payload["flops_bins"], same_start=payload["same_start"],
+                      epoch=payload["epoch"],
                       history=list(payload["history"]))
     run.model = ShuffleNetSupernet(run.preset)
     run.model.load_state_dict(payload["state_dict"])
@@ -229,7 +237,8 @@ def load_checkpoint(path: str | Path) -> tuple[SupernetRun, dict[str, Any]]:
 
 def load_official_state(model: ShuffleNetSupernet, path: str | Path) -> None:
     """Load the official SPOS supernet checkpoint (`{'state_dict': ...}` with DataParallel's
-    `module.` prefix) into a supernet of the `imagenet` preset, or say what does not fit."""
+    `module.` prefix, BatchNorm without affine parameters: they are set to 1 and 0) into a
+    supernet of the `imagenet` preset, or say what does not fit."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -239,6 +248,10 @@ def load_official_state(model: ShuffleNetSupernet, path: str | Path) -> None:
         raise CheckpointError(f"{path} holds no state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
+    for name, module in model.named_modules():  # official BatchNorm has no affine parameters
+        if isinstance(module, nn.BatchNorm2d) and f"{name}.running_mean" in state:
+            state.setdefault(f"{name}.weight", torch.ones_like(own[f"{name}.weight"]))
+            state.setdefault(f"{name}.bias", torch.zeros_like(own[f"{name}.bias"]))
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unknown = [k for k in state if k not in own]
     wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()

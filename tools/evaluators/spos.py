@@ -26,6 +26,7 @@ from collm_nas.tools.supernet_eval import recalibrate_batchnorm, top1_accuracy
 from collm_nas.tools.supernet_train import CheckpointError, load_checkpoint
 from pydantic import BaseModel
 from torch import nn
+from torch.utils.data import Subset
 
 HOW_TO_TRAIN = ("train one with `collm-nas supernet train --space shufflenet --data fashion-mnist "
                 "--out FILE` and pass `--evaluator-option checkpoint=FILE`")
@@ -50,9 +51,9 @@ class SPOSSupernetEvaluator(Evaluator):
 
     def __init__(self, checkpoint: str | Path, splits: ImageSplits | None = None, *,
                  calib_batches: int = 20, batch_size: int = 200, valid_images: int | None = None,
-                 seed: int = 0, cache: bool = True):
-        """`calib_batches` of `batch_size` training images recalibrate BN; `valid_images`: the
-        first N of the validation split (None: all of it)."""
+                 test_images: int | None = None, seed: int = 0, cache: bool = True):
+        """`calib_batches` of `batch_size` training images recalibrate BN; `valid_images` and
+        `test_images`: the first N of those splits (None: all of it)."""
         if calib_batches < 1 or batch_size < 1:
             raise CheckpointError("calib_batches and batch_size must be at least 1")
         self.checkpoint = Path(checkpoint)
@@ -62,9 +63,9 @@ class SPOSSupernetEvaluator(Evaluator):
         self.run, self.supernet = run, run.model.eval()
         self.splits = splits or load_splits(run.dataset)
         self.calibration = fixed_batches(self.splits.train, batch_size, calib_batches, seed)
-        self.batch_size, self.valid_images = batch_size, valid_images
         self.settings = {"checkpoint_epoch": run.epoch, "calib_batches": calib_batches,
-                         "batch_size": batch_size, "valid_images": valid_images, "seed": seed}
+                         "batch_size": batch_size, "valid_images": valid_images,
+                         "test_images": test_images, "seed": seed}
         self._memory: dict[str, Metrics] = {}
         self._file = (self.checkpoint.with_name(self.checkpoint.name + ".evals.jsonl")
                       if cache else None)
@@ -77,13 +78,10 @@ class SPOSSupernetEvaluator(Evaluator):
         if key not in self._memory:
             model = OnePath(self.supernet, path)
             recalibrate_batchnorm(model, self.calibration)
-            valid = self.splits.valid
-            if self.valid_images is not None:
-                valid = _first(valid, self.valid_images)
-            metrics = Metrics(
-                valid_acc=top1_accuracy(model, loader(valid, 500, False, 0)),
-                test_acc=top1_accuracy(model, loader(self.splits.test, 500, False, 0)),
-            )
+            valid = _first(self.splits.valid, self.settings["valid_images"])
+            test = _first(self.splits.test, self.settings["test_images"])
+            metrics = Metrics(valid_acc=top1_accuracy(model, loader(valid, 500, False, 0)),
+                              test_acc=top1_accuracy(model, loader(test, 500, False, 0)))
             self._memory[key] = metrics
             self._append(key, metrics)
         return self._memory[key]
@@ -111,10 +109,9 @@ class SPOSSupernetEvaluator(Evaluator):
 _file_lock = threading.Lock()
 
 
-def _first(dataset, count: int):
-    from torch.utils.data import Subset
-
-    return Subset(dataset, range(min(count, len(dataset))))
+def _first(dataset, count: int | None):
+    """The first `count` items of `dataset` (all of them for None)."""
+    return dataset if count is None else Subset(dataset, range(min(count, len(dataset))))
 
 
 def _digest(checkpoint: Path, settings: dict[str, Any]) -> str:
