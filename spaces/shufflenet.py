@@ -13,7 +13,7 @@ Presets (the dataset picks one):
   layer, the official convention (323 MFLOPs and 3.5 M params for the published architecture).
 - `fashion-mnist` (1x28x28) and `cifar10` (3x32x32), ours for small images and CPUs: a stride-2
   stem of 16 channels, stages of 32/64/128/256 channels with strides 1/2/2/2 (spatial 14, 14, 7,
-  4, 2 for Fashion-MNIST; 4.0-5.2 MFLOPs), a 1x1 conv to 512. A width multiplier scales the stem
+  4, 2 for Fashion-MNIST; 3.7-5.9 MFLOPs), a 1x1 conv to 512. A width multiplier scales the stem
   and stage channels.
 
 `ShuffleNetSupernet` holds all four units of every block (the official module names, so the
@@ -158,26 +158,31 @@ class ShuffleNetSpace(SearchSpace):
         for s, n in enumerate(STAGE_REPEATS):
             stages.append(f"  stage {s + 1}: block_{start}..block_{start + n - 1}")
             start += n
-        smallest = cost_of_path((0,) * N_BLOCKS, PRESETS["imagenet"])[0]
-        largest = cost_of_path((3,) * N_BLOCKS, PRESETS["imagenet"])[0]
+        ranges = []
+        for name, preset in PRESETS.items():
+            (base, _), blocks = _cost_table(preset)
+            low = (base + sum(min(c[0] for c in block) for block in blocks)) / 1e6
+            high = (base + sum(max(c[0] for c in block) for block in blocks)) / 1e6
+            ranges.append(f"{name} {low:.3g}-{high:.3g}")
         return (
             "SPOS ShuffleNetV2 search space (Single Path One-Shot): 20 choice blocks, 4^20 "
             "networks.\nThe network is a 3x3 conv stem, four stages of blocks, a 1x1 conv, "
             "global pooling and a linear classifier:\n" + "\n".join(stages) + "\n"
-            "The first block of each stage downsamples (stride 2) and widens the channels; the "
-            "others keep the shape: they split the channels in two, transform one half and "
-            "shuffle the halves together.\n"
+            "The first block of each stage widens the channels and downsamples (stride 2; stage 1 "
+            "of the small-image presets keeps the size); the others keep the shape: they split "
+            "the channels in two, transform one half and shuffle the halves together.\n"
             "Each block is one of four units:\n"
             "  shuffle3x3, shuffle5x5, shuffle7x7: 1x1 conv, depthwise conv with that kernel, "
             "1x1 conv (ShuffleNetV2 unit); a larger kernel sees more context at a small extra "
             "cost;\n"
-            "  xception: three depthwise 3x3 + 1x1 pairs; the deepest and costliest unit.\n"
+            "  xception: three depthwise 3x3 + 1x1 pairs; the deepest unit.\n"
             "Representation: JSON {\"block_0\": \"<unit>\", ..., \"block_19\": \"<unit>\"}, or "
             "the 20-digit string with one official index per block (0 shuffle3x3, 1 shuffle5x5, "
             "2 shuffle7x7, 3 xception), e.g. 21012020202300003233.\n"
-            f"Cost (ImageNet preset): from {smallest:.0f} MFLOPs (all shuffle3x3) to "
-            f"{largest:.0f} MFLOPs (all xception); later stages are wider, so their units cost "
-            "more parameters."
+            f"MFLOPs by dataset: {', '.join(ranges)}. In a block, a larger kernel "
+            "costs a little more; xception has the most parameters everywhere and the most FLOPs "
+            "in every block except the first of a stage, where it has the fewest. Later stages are "
+            "wider, so their units hold most of the parameters."
         )
 
 
