@@ -177,3 +177,15 @@ def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, tra
     assert result.evaluations == 10
     assert all(r["flops_m"] <= limit and 0 <= r["valid_acc"] <= 100 for r in result.archive)
     assert len({r["key"] for r in result.archive}) == 10
+
+
+def test_a_missing_supernet_names_the_command_that_trains_one(tmp_path, monkeypatch):
+    from collm_nas.tools.data import DataFileError
+    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+
+    with pytest.raises(CheckpointError, match="collm-nas supernet train"):
+        spos_supernet_evaluator(SPACE, "fashion-mnist", checkpoint=str(tmp_path / "none.pt"))
+    monkeypatch.setenv("COLLM_NAS_DATA", str(tmp_path))
+    monkeypatch.setattr("collm_nas.tools.data.user_data_dir", lambda: tmp_path / "cache")
+    with pytest.raises(DataFileError, match="collm-nas supernet train --space shufflenet"):
+        spos_supernet_evaluator(SPACE, "fashion-mnist")

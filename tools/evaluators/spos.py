@@ -126,12 +126,12 @@ def _digest(checkpoint: Path, settings: dict[str, Any]) -> str:
 def spos_supernet_evaluator(space: SearchSpace, dataset: str, data_path: str | None = None,
                             checkpoint: str | None = None, data_root: str | None = None,
                             **settings: Any) -> SPOSSupernetEvaluator:
-    """The `supernet` kind for the shufflenet space: the checkpoint is `checkpoint`, else
-    `supernets/shufflenet-<dataset>.pt` found like other data files; `data_root` is where the
+    """The `supernet` kind for the shufflenet space: the checkpoint is `checkpoint` (which must
+    exist), else `supernets/shufflenet-<dataset>.pt` found like other data files; `data_root` is where the
     images are when not in their default place."""
     space.check_dataset(dataset)
-    path = find_data_file(f"supernets/shufflenet-{dataset}.pt", checkpoint or data_path,
-                          HOW_TO_TRAIN)
+    path = Path(checkpoint).expanduser() if checkpoint else find_data_file(
+        f"supernets/shufflenet-{dataset}.pt", data_path, HOW_TO_TRAIN)
     splits = load_splits(dataset, root=data_root) if data_root else None
     evaluator = SPOSSupernetEvaluator(path, splits, **settings)
     if evaluator.run.dataset != dataset:
