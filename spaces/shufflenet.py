@@ -158,12 +158,8 @@ class ShuffleNetSpace(SearchSpace):
         for s, n in enumerate(STAGE_REPEATS):
             stages.append(f"  stage {s + 1}: block_{start}..block_{start + n - 1}")
             start += n
-        ranges = []
-        for name, preset in PRESETS.items():
-            (base, _), blocks = _cost_table(preset)
-            low = (base + sum(min(c[0] for c in block) for block in blocks)) / 1e6
-            high = (base + sum(max(c[0] for c in block) for block in blocks)) / 1e6
-            ranges.append(f"{name} {low:.3g}-{high:.3g}")
+        ranges = [f"{name} {low:.3g}-{high:.3g}" for name, preset in PRESETS.items()
+                  for low, high in [flops_range(preset)]]
         return (
             "SPOS ShuffleNetV2 search space (Single Path One-Shot): 20 choice blocks, 4^20 "
             "networks.\nThe network is a 3x3 conv stem, four stages of blocks, a 1x1 conv, "
@@ -404,6 +400,15 @@ def _cost_table(preset: Preset) -> tuple[tuple[float, float], list[list[tuple[fl
     head = count_conv_linear(nn.Sequential(net.conv_last, net.globalpool, nn.Flatten(),
                                            net.classifier), (1, last, size, size))
     return (stem[0] + head[0], stem[1] + head[1]), blocks
+
+
+def flops_range(preset: Preset) -> tuple[float, float]:
+    """The fewest and the most MFLOPs a path of `preset` has (the cheapest or costliest unit of
+    every block)."""
+    (base, _), blocks = _cost_table(preset)
+    low = base + sum(min(macs for macs, _ in block) for block in blocks)
+    high = base + sum(max(macs for macs, _ in block) for block in blocks)
+    return low / 1e6, high / 1e6
 
 
 def cost_of_path(path: Sequence[int], preset: Preset) -> tuple[float, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 from collm_nas.evals.supernet import rank_agreement, sample_paths, verify, write_verify
@@ -189,3 +190,20 @@ def test_a_missing_supernet_names_the_command_that_trains_one(tmp_path, monkeypa
     monkeypatch.setattr("collm_nas.tools.data.user_data_dir", lambda: tmp_path / "cache")
     with pytest.raises(DataFileError, match="collm-nas supernet train --space shufflenet"):
         spos_supernet_evaluator(SPACE, "fashion-mnist")
+
+
+def test_flops_bins_spread_the_sampled_paths_over_the_cost_range():
+    from collm_nas.spaces.shufflenet import cost_of_path, flops_range
+    from collm_nas.tools.supernet_train import PathSampler
+
+    low, high = flops_range(PRESET)
+    edges = np.linspace(low, high, 5)
+
+    def shares(bins: int) -> np.ndarray:
+        sample = PathSampler(PRESET, bins, np.random.default_rng(0))
+        flops = [cost_of_path(sample(), PRESET)[0] for _ in range(400)]
+        return np.histogram(flops, edges)[0] / 400
+
+    uniform, binned = shares(0), shares(4)
+    assert uniform[0] + uniform[3] < 0.05  # uniform paths crowd the middle of the range
+    assert binned[0] + binned[3] > 0.3

@@ -30,6 +30,7 @@ from collm_nas.spaces.shufflenet import (
     ShuffleNetSupernet,
     ShuffleNetV2,
     cost_of_path,
+    flops_range,
 )
 from collm_nas.tools.image_data import ImageSplits, loader
 from torch import nn
@@ -106,9 +107,7 @@ class PathSampler:
 
     def __init__(self, preset: Preset, bins: int, rng: np.random.Generator):
         self.preset, self.bins, self.rng = preset, bins, rng
-        if bins:
-            self.low = cost_of_path((0,) * N_BLOCKS, preset)[0]
-            self.high = cost_of_path((3,) * N_BLOCKS, preset)[0]
+        self.low, self.high = flops_range(preset)
 
     def __call__(self) -> tuple[int, ...]:
         path = tuple(int(c) for c in self.rng.integers(len(CHOICES), size=N_BLOCKS))
