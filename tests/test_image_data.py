@@ -148,3 +148,20 @@ def test_the_debian_fashion_mnist_files():
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (50_000, 10_000, 10_000)
     assert splits.classes == 10 and sorted(splits.train.tensors[1].unique().tolist()) == list(range(10))
     assert abs(float(splits.train.tensors[0].mean())) < 0.05
+
+
+def test_an_image_folder_holds_out_a_sample_of_every_class(tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 10), ("val", 2)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / split / cls / f"{i}.png")
+    splits = load_splits(str(tmp_path), valid_size=4)
+    assert (len(splits.train), len(splits.valid), len(splits.test)) == (16, 4, 4)
+    valid_labels = {int(splits.valid[i][1]) for i in range(len(splits.valid))}
+    assert splits.classes == 2 and splits.train[0][0].shape == (3, 224, 224)
+    assert len(valid_labels) == 2  # not the last class alone, as the last images would be
+    with pytest.raises(DatasetError, match="train and .*val"):
+        load_splits(str(tmp_path / "train"))

@@ -3,7 +3,8 @@
 `load_splits(data)` reads Fashion-MNIST (its idx files, parsed here), CIFAR-10 (torchvision) or an
 image folder with `train/` and `val/`, and returns three splits: `train`, the official training set
 minus its LAST `valid_size` images, which are `valid` (fixed, not random, so every run selects on the
-same images), and `test`, the official test split, reported only. `fixed_batches` draws the seeded
+same images; for image folders, which are ordered by class, a fixed seeded sample), and `test`, the
+official test split, reported only. `fixed_batches` draws the seeded
 BN-recalibration batches, `loader` a seeded DataLoader.
 """
 
@@ -16,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from collm_nas.errors import CollmNasError
+from collm_nas.tools.data import user_data_dir
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default_collate
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-CACHE = Path("~/.cache/collm-nas/data")  # the torchvision root when none is given
+CACHE = user_data_dir()  # the torchvision root when none is given
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FOLDER_RESOLUTION = 224
@@ -156,7 +158,8 @@ def _cifar10(valid_size: int, root: str | None) -> ImageSplits:
 
 
 def _image_folder(path: Path, valid_size: int) -> ImageSplits:
-    """`path/train` and `path/val` in ImageFolder layout; validation at most a fifth of train."""
+    """`path/train` and `path/val` in ImageFolder layout. ImageFolder orders images by class, so
+    validation is a fixed seeded sample (at most a fifth of train), not the last images."""
     from collm_nas.tools.supernet_eval import ImageFolderLayoutError, check_image_folder, eval_transform
     from torchvision.datasets import ImageFolder
 
@@ -169,8 +172,9 @@ def _image_folder(path: Path, valid_size: int) -> ImageSplits:
     transform = eval_transform(FOLDER_RESOLUTION)
     train = ImageFolder(str(path / "train"), transform=transform)
     kept = _split_sizes(len(train), min(valid_size, len(train) // 5), str(path))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0)).tolist()
     return ImageSplits(
-        "folder", str(path), Subset(train, range(kept)), Subset(train, range(kept, len(train))),
+        "folder", str(path), Subset(train, sorted(order[:kept])), Subset(train, sorted(order[kept:])),
         ImageFolder(str(path / "val"), transform=transform),
         channels=3, resolution=FOLDER_RESOLUTION, classes=len(classes),
     )
