@@ -107,7 +107,8 @@ class PathSampler:
 
     def __init__(self, preset: Preset, bins: int, rng: np.random.Generator):
         self.preset, self.bins, self.rng = preset, bins, rng
-        self.low, self.high = flops_range(preset)
+        if bins:
+            self.low, self.high = flops_range(preset)
 
     def __call__(self) -> tuple[int, ...]:
         path = tuple(int(c) for c in self.rng.integers(len(CHOICES), size=N_BLOCKS))
@@ -137,9 +138,10 @@ def train_supernet(run: SupernetRun, splits: ImageSplits, out: Path,
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     for epoch in range(run.epoch, recipe.epochs):
-        torch.manual_seed(recipe.seed * 1000 + epoch)  # dropout
         sample = PathSampler(run.preset, run.flops_bins,
                              np.random.default_rng([recipe.seed, epoch]))
+        torch.manual_seed(recipe.seed * 1000 + epoch)  # dropout (after the sampler, which may
+        # build networks to count their cost the first time a preset is seen)
         stats = _train_epoch(model, loader(data, recipe.batch_size, True, recipe.seed * 1000 + epoch),
                              optimizer, schedule, sample, on_batch, steps_per_epoch)
         run.epoch = epoch + 1
