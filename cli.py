@@ -409,10 +409,8 @@ def search_mode(mode: str, llm: str, single_llm: bool) -> str:
 def check_search_inputs(settings) -> None:
     """Fail before any LLM call on settings that cannot work; warn on a limit that leaves
     (almost) nothing to search."""
-    from collm_nas.tools.evaluators import make_evaluator
-
     get_space(settings.space)
-    make_evaluator(settings.space, settings.dataset, settings.evaluator, settings.data_path)
+    settings.evaluator_spec().build()  # with the run's evaluator options (e.g. a checkpoint)
     if settings.cost_limit() is not None:
         warning = limit_warning(settings)
         if warning:

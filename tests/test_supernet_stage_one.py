@@ -162,13 +162,47 @@ def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, tra
     assert json.loads(out.with_suffix(".json").read_text())["agreement"]["top_k"] == 1
 
 
-def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, trained):
-    from collm_nas.graph.context import SearchSettings
-    from collm_nas.graph.run import run_search
+@pytest.fixture(scope="module")
+def first_use(tmp_path_factory):
+    """A search's first use of the supernet evaluator with no checkpoint anywhere: it trains the
+    default one (full width, the first-use recipe) on synthetic Fashion-MNIST files."""
+    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
     from test_image_data import write_fashion_mnist
 
-    root = write_fashion_mnist(tmp_path / "fashion", train=10_100, test=40)
-    options = {"checkpoint": str(trained), "data_root": str(root), "calib_batches": 2,
+    home = tmp_path_factory.mktemp("first_use")
+    root = write_fashion_mnist(home / "fashion", train=10_100, test=40)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        patch.setenv("COLLM_NAS_DATA", str(home / "empty"))
+        evaluator = spos_supernet_evaluator(SPACE, "fashion-mnist", data_root=str(root),
+                                            calib_batches=2, batch_size=16, valid_images=60)
+    return evaluator, root, home
+
+
+def test_first_use_trains_the_default_supernet_once_into_the_user_cache(first_use, tmp_path):
+    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    from collm_nas.tools.supernet_train import FIRST_USE_RECIPE
+
+    evaluator, root, home = first_use
+    out = evaluator.checkpoint
+    assert out.name == "shufflenet-fashion-mnist.pt" and out.parent.name == "supernets"
+    assert evaluator.run.epoch == FIRST_USE_RECIPE.epochs and evaluator.run.preset == SPACE.preset("fashion-mnist")
+    assert not out.with_name(out.name + ".training").exists()
+    written = out.stat().st_mtime_ns
+    with pytest.MonkeyPatch.context() as patch:  # a later search finds it and trains nothing
+        patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        patch.setenv("COLLM_NAS_DATA", str(home / "empty"))
+        again = spos_supernet_evaluator(SPACE, "fashion-mnist", data_root=str(root), calib_batches=2,
+                                        batch_size=16, valid_images=60)
+    assert again.checkpoint == out and out.stat().st_mtime_ns == written
+
+
+def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, first_use):
+    from collm_nas.graph.context import SearchSettings
+    from collm_nas.graph.run import run_search
+
+    evaluator, root, _ = first_use
+    options = {"checkpoint": str(evaluator.checkpoint), "data_root": str(root), "calib_batches": 2,
                "batch_size": 16, "valid_images": 60}
     limit = 4.5  # MFLOPs of the fashion-mnist preset: about 90 % of the space is over it
     settings = SearchSettings(space="shufflenet", mode="collm-nollm", budget=10, candidates=5,
@@ -180,6 +214,15 @@ def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, tra
     assert len({r["key"] for r in result.archive}) == 10
 
 
+def test_a_supernet_of_another_width_is_refused_for_search(trained, first_use):
+    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+
+    _, root, _ = first_use
+    with pytest.raises(CheckpointError, match="width 0.25.*without --width"):
+        spos_supernet_evaluator(SPACE, "fashion-mnist", checkpoint=str(trained), data_root=str(root),
+                                calib_batches=2, batch_size=16)
+
+
 def test_a_missing_supernet_names_the_command_that_trains_one(tmp_path, monkeypatch):
     from collm_nas.tools.data import DataFileError
     from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
@@ -187,9 +230,9 @@ def test_a_missing_supernet_names_the_command_that_trains_one(tmp_path, monkeypa
     with pytest.raises(CheckpointError, match="collm-nas supernet train"):
         spos_supernet_evaluator(SPACE, "fashion-mnist", checkpoint=str(tmp_path / "none.pt"))
     monkeypatch.setenv("COLLM_NAS_DATA", str(tmp_path))
-    monkeypatch.setattr("collm_nas.tools.data.user_data_dir", lambda: tmp_path / "cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataFileError, match="collm-nas supernet train --space shufflenet"):
-        spos_supernet_evaluator(SPACE, "fashion-mnist")
+        spos_supernet_evaluator(SPACE, "imagenet")  # no first-use training without the images
 
 
 def test_flops_bins_spread_the_sampled_paths_over_the_cost_range():

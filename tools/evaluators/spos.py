@@ -20,11 +20,18 @@ from typing import Any
 from collm_nas.spaces import SearchSpace
 from collm_nas.spaces.evaluation import Evaluator, Metrics
 from collm_nas.spaces.shufflenet import ShuffleNetSupernet, path_of
-from collm_nas.tools.data import find_data_file
+from collm_nas.tools.data import DataFileError, find_data_file, user_data_dir
 from collm_nas.tools.image_data import ImageSplits, fixed_batches, load_splits, loader
 from collm_nas.tools.supernet_eval import recalibrate_batchnorm, top1_accuracy
-from collm_nas.tools.supernet_train import CheckpointError, load_checkpoint
+from collm_nas.tools.supernet_train import (
+    FIRST_USE_RECIPE,
+    CheckpointError,
+    load_checkpoint,
+    train_first_supernet,
+)
 from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import Subset
 
@@ -127,13 +134,51 @@ def spos_supernet_evaluator(space: SearchSpace, dataset: str, data_path: str | N
                             checkpoint: str | None = None, data_root: str | None = None,
                             **settings: Any) -> SPOSSupernetEvaluator:
     """The `supernet` kind for the shufflenet space: the checkpoint is `checkpoint` (which must
-    exist), else `supernets/shufflenet-<dataset>.pt` found like other data files; `data_root` is where the
-    images are when not in their default place."""
+    exist), else `supernets/shufflenet-<dataset>.pt` found like other data files, else (Fashion-MNIST,
+    CIFAR-10) one trained now into the user data dir with a progress bar, once. `data_root` is
+    where the images are when not in their default place."""
     space.check_dataset(dataset)
-    path = Path(checkpoint).expanduser() if checkpoint else find_data_file(
-        f"supernets/shufflenet-{dataset}.pt", data_path, HOW_TO_TRAIN)
     splits = load_splits(dataset, root=data_root) if data_root else None
+    if checkpoint:
+        path = Path(checkpoint).expanduser()
+    else:
+        filename = f"supernets/shufflenet-{dataset}.pt"
+        try:
+            path = find_data_file(filename, data_path, HOW_TO_TRAIN)
+        except DataFileError:
+            if dataset == "imagenet":
+                raise
+            splits = splits or load_splits(dataset)
+            path = _train_first_use(dataset, user_data_dir() / filename, splits)
     evaluator = SPOSSupernetEvaluator(path, splits, **settings)
     if evaluator.run.dataset != dataset:
         raise CheckpointError(f"{path} was trained on {evaluator.run.dataset}, not {dataset}")
+    if evaluator.run.preset != space.preset(dataset):
+        raise CheckpointError(
+            f"{path} was trained at width {evaluator.run.preset.width}; a search counts FLOPs and "
+            f"params of the {dataset} preset at width 1, so it needs a supernet of that preset "
+            "(train one without --width)")
     return evaluator
+
+
+def _train_first_use(dataset: str, out: Path, splits: ImageSplits) -> Path:
+    """The default supernet of `dataset`, trained into `out` the first time a search needs it."""
+    if out.is_file():  # another process finished it since we looked
+        return out
+    recipe = FIRST_USE_RECIPE
+    console = Console(stderr=True)
+    console.print(f"No SPOS supernet for {dataset} yet: training one into {out} ({recipe.epochs} "
+                  f"epochs of {recipe.train_images} images, about 10 minutes on 2 CPU cores; "
+                  "later runs reuse it, a killed one resumes).")
+    with Progress(TextColumn("supernet {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task("epoch 1", total=None, loss=float("nan"))
+
+        def on_epoch(row: dict[str, float]) -> None:
+            bar.reset(task, description=f"epoch {int(row['epoch']) + 1}")
+
+        train_first_supernet(dataset, out, splits,
+                             lambda done, total, loss: bar.update(task, completed=done, total=total, loss=loss),
+                             on_epoch)
+    return out
