@@ -552,16 +552,16 @@ def proxies(
     _guarded(body)
 
 
-def _supernet_file(data: str) -> Path:
+def _supernet_file(space: str, data: str) -> Path:
     from collm_nas.tools.data import user_data_dir
 
     name = data if data in ("fashion-mnist", "cifar10") else "imagenet"
-    return user_data_dir() / "supernets" / f"shufflenet-{name}.pt"
+    return user_data_dir() / "supernets" / f"{space}-{name}.pt"
 
 
 @supernet_app.command("train")
 def supernet_train(
-    space: Annotated[str, typer.Option(help="the supernet's space (shufflenet)")] = "shufflenet",
+    space: Annotated[str, typer.Option(help="the supernet's space: shufflenet or autoformer")] = "shufflenet",
     data: Annotated[str, typer.Option(help="fashion-mnist | cifar10 | an ImageFolder root with train/ and val/")] = "fashion-mnist",
     data_root: Annotated[Path | None, typer.Option(help="where the images are, if not in their default place")] = None,
     epochs: Annotated[int, typer.Option()] = 5,
@@ -576,12 +576,14 @@ def supernet_train(
     out: Annotated[Path | None, typer.Option(help="checkpoint (default: the user data dir, where the supernet evaluator looks)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the checkpoint at --out")] = False,
 ):
-    """Train a SPOS supernet with uniform single-path sampling; a checkpoint after each epoch."""
+    """Train a weight-sharing supernet (SPOS ShuffleNet, AutoFormer) with uniform single-path
+    sampling; a checkpoint after each epoch."""
     import torch
     from collm_nas.evals.supernet import write_training_curve
-    from collm_nas.spaces.shufflenet import ShuffleNetSpace, ShuffleNetSupernet
+    from collm_nas.spaces.shufflenet import ShuffleNetSpace
     from collm_nas.tools.image_data import load_splits
     from collm_nas.tools.supernet_train import Recipe, SupernetRun, load_checkpoint, train_supernet
+    from collm_nas.tools.supernets import FAMILIES, default_preset
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -592,14 +594,16 @@ def supernet_train(
     )
 
     def body():
-        if space != "shufflenet":
-            raise UserError(f"supernet training is built for the shufflenet space, not {space!r}")
+        if space not in FAMILIES:
+            raise UserError(f"supernet training is built for {', '.join(FAMILIES)}, not {space!r}")
+        if space != "shufflenet" and width != 1.0:
+            raise UserError("--width applies to the shufflenet supernet only")
         rate = lr if lr is not None else {"adam": 2e-3, "sgd": 0.1}.get(optimizer)
         if optimizer not in ("adam", "sgd"):
             raise UserError(f"--optimizer must be adam or sgd, got {optimizer!r}")
         if epochs < 1 or batch_size < 1 or rate <= 0 or width <= 0 or flops_bins < 0:
             raise UserError("--epochs and --batch-size must be at least 1; --lr and --width positive")
-        target = out or _supernet_file(data)
+        target = out or _supernet_file(space, data)
         splits = load_splits(data, root=str(data_root) if data_root else None)
         dataset = splits.name if splits.name != "folder" else "imagenet"
         if resume:
@@ -612,10 +616,11 @@ def supernet_train(
                 raise UserError(f"{target} exists: add --resume to continue it, or choose another --out")
             recipe = Recipe(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=rate,
                             train_images=train_images, seed=seed)
-            preset = ShuffleNetSpace().preset(dataset, width)
+            preset = (ShuffleNetSpace().preset(dataset, width) if space == "shufflenet"
+                      else default_preset(space, dataset))
             torch.manual_seed(seed)  # the supernet's initial weights
             run = SupernetRun(space, dataset, preset, recipe, flops_bins, same_start)
-            run.model, state = ShuffleNetSupernet(preset, same_start), None
+            run.model, state = FAMILIES[space].supernet(preset, same_start), None
         console.print(f"training {target} from epoch {run.epoch} to {epochs} on {splits.source}")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
@@ -639,7 +644,8 @@ def supernet_train(
 
 @supernet_app.command("verify")
 def supernet_verify(
-    checkpoint: Annotated[Path | None, typer.Option(help="supernet checkpoint (default: the user data dir's fashion-mnist one)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="supernet checkpoint (default: the user data dir's fashion-mnist one of --space)")] = None,
+    space: Annotated[str, typer.Option(help="the space of the default checkpoint: shufflenet or autoformer")] = "shufflenet",
     subnets: Annotated[int, typer.Option(help="paths to train from scratch")] = 30,
     paths: Annotated[str | None, typer.Option(help="comma-separated path keys to train instead of sampled ones (e.g. the ones searches chose)")] = None,
     epochs: Annotated[int, typer.Option(help="stand-alone training epochs per path")] = 2,
@@ -652,14 +658,14 @@ def supernet_verify(
 ):
     """Rank agreement of supernet-inherited and stand-alone accuracy (Kendall, Spearman, top-k)."""
     from collm_nas.evals.supernet import verify, write_verify
-    from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
+    from collm_nas.tools.evaluators.weight_sharing import WeightSharingEvaluator
     from collm_nas.tools.supernet_train import Recipe
 
     def body():
         keys = _split(paths) if paths else None
         if epochs < 1 or calib_batches < 1 or len(keys or range(subnets)) < 3:
             raise UserError("--epochs and --calib-batches must be at least 1; rank at least 3 paths")
-        evaluator = SPOSSupernetEvaluator(checkpoint or _supernet_file("fashion-mnist"),
+        evaluator = WeightSharingEvaluator(checkpoint or _supernet_file(space, "fashion-mnist"),
                                           calib_batches=calib_batches, valid_images=valid_images,
                                           test_images=test_images)
         recipe = Recipe(**{**asdict(evaluator.run.recipe), "epochs": epochs,

@@ -154,20 +154,42 @@ def spos_evolution(
     mutations: int = 25, crossovers: int = 25, mutation_prob: float = 0.1,
 ) -> str:
     """Evolution as SPOS searches its supernet (Guo et al. 2020; 20 generations of 50 = 1,000
-    evaluations there, here as many as the budget allows).
-
-    A random first population; then each generation makes `mutations` children of the best
-    `top_k` evaluated so far (every gene resampled with probability `mutation_prob`) and
-    `crossovers` children of two of them (every gene from either parent), and fills the
-    generation up to `population_size` with random samples. Only new, legal, within-limit
-    children count.
-    """
-    _, proposals = _random_population(ledger, rng, population_size)
+    evaluations there, here as many as the budget allows): every gene of a mutant resampled with
+    probability `mutation_prob`. See `_top_k_evolution`."""
     dims = list(ledger.space.dimensions.values())
 
     def mutant(parent: list) -> list:
         return [values[rng.integers(len(values))] if rng.random() < mutation_prob else gene
                 for gene, values in zip(parent, dims, strict=True)]
+
+    return _top_k_evolution(ledger, rng, mutant, population_size, top_k, mutations, crossovers)
+
+
+def autoformer_evolution(
+    ledger: Ledger, rng: np.random.Generator, population_size: int = 50, top_k: int = 10,
+    mutations: int = 25, crossovers: int = 25, m_prob: float = 0.2, s_prob: float = 0.4,
+) -> str:
+    """Evolution as AutoFormer searches its supernet (Chen et al. 2021; 20 generations of 50):
+    a mutant resamples the depth and the embedding dim each with probability `s_prob`, and each
+    layer's MLP ratio and heads with probability `m_prob` (layers a deeper child gains are
+    random, as unused genes are). See `_top_k_evolution`."""
+    dims = list(ledger.space.dimensions.items())
+
+    def mutant(parent: list) -> list:
+        return [values[rng.integers(len(values))]
+                if rng.random() < (s_prob if name in ("depth", "embed_dim") else m_prob) else gene
+                for gene, (name, values) in zip(parent, dims, strict=True)]
+
+    return _top_k_evolution(ledger, rng, mutant, population_size, top_k, mutations, crossovers)
+
+
+def _top_k_evolution(ledger: Ledger, rng: np.random.Generator, mutant, population_size: int,
+                     top_k: int, mutations: int, crossovers: int) -> str:
+    """A random first population; then each generation makes `mutations` children of the best
+    `top_k` evaluated so far (`mutant(genes)`) and `crossovers` children of two of them (every
+    gene from either parent), and fills the generation up to `population_size` with random
+    samples. Only new, legal, within-limit children count."""
+    _, proposals = _random_population(ledger, rng, population_size)
 
     def cross(a: list, b: list) -> list:
         return [x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True)]
@@ -196,4 +218,4 @@ def spos_evolution(
 
 
 BASELINES = {"rs": random_search, "rl": reinforce, "ea": evolution, "rea": regularized_evolution,
-             "spos-ea": spos_evolution}
+             "spos-ea": spos_evolution, "autoformer-ea": autoformer_evolution}

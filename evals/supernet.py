@@ -17,29 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from collm_nas.spaces.shufflenet import CHOICES, N_BLOCKS, ShuffleNetSpace, cost_of_path, path_of
-from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
+from collm_nas.spaces import get_space
+from collm_nas.tools.evaluators.weight_sharing import WeightSharingEvaluator
 from collm_nas.tools.image_data import loader
 from collm_nas.tools.supernet_eval import top1_accuracy
 from collm_nas.tools.supernet_train import Recipe, train_standalone
+from collm_nas.tools.supernets import family, path_key
 from scipy import stats
 
-SPACE = ShuffleNetSpace()
 
-
-def sample_paths(count: int, seed: int) -> list[tuple[int, ...]]:
+def sample_paths(space: str, preset: Any, count: int, seed: int) -> list[Any]:
     """`count` distinct uniformly random paths, the same for a seed."""
-    rng, paths = np.random.default_rng(seed), {}
+    rng, paths, kind = np.random.default_rng(seed), {}, family(space)
     while len(paths) < count:
-        path = tuple(int(c) for c in rng.integers(len(CHOICES), size=N_BLOCKS))
-        paths.setdefault(path, None)
-    return list(paths)
+        path = kind.sample(preset, rng)
+        paths.setdefault(path_key(space, path), path)
+    return list(paths.values())
 
 
-def standalone_accuracy(evaluator: SPOSSupernetEvaluator, path: tuple[int, ...], recipe: Recipe,
+def standalone_accuracy(evaluator: WeightSharingEvaluator, path: Any, recipe: Recipe,
                         cache: Path) -> dict[str, Any]:
     """Valid/test top-1 of `path` trained from scratch with `recipe` (cached in `cache`)."""
-    key, tag = "".join(map(str, path)), json.dumps(asdict(recipe), sort_keys=True)
+    space = evaluator.run.space
+    key, tag = path_key(space, path), json.dumps(asdict(recipe), sort_keys=True)
     if cache.is_file():
         for line in cache.read_text().splitlines():
             row = json.loads(line) if line.strip() else {}
@@ -47,7 +47,7 @@ def standalone_accuracy(evaluator: SPOSSupernetEvaluator, path: tuple[int, ...],
                 return row
     started = time.monotonic()
     splits = evaluator.splits
-    model = train_standalone(path, evaluator.run.preset, splits, recipe)
+    model = train_standalone(space, path, evaluator.run.preset, splits, recipe)
     row = {"key": key, "recipe": tag,
            "valid_acc": top1_accuracy(model, loader(splits.valid, 500, False, 0)),
            "test_acc": top1_accuracy(model, loader(splits.test, 500, False, 0)),
@@ -75,23 +75,25 @@ def rank_agreement(inherited: list[float], standalone: list[float], top_k: int) 
     }
 
 
-def verify(evaluator: SPOSSupernetEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
+def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
            progress: Callable[[int, dict], None] | None = None,
            keys: list[str] | None = None) -> dict[str, Any]:
     """Inherited vs stand-alone accuracy of `subnets` sampled paths (or of the paths `keys`, e.g.
     the ones searches chose), and their agreement."""
-    paths = ([path_of(SPACE.parse(key)) for key in keys] if keys
-             else sample_paths(subnets, seed))
+    run = evaluator.run
+    space, kind = get_space(run.space), family(run.space)
+    paths = ([kind.path_of(space.parse(key)) for key in keys] if keys
+             else sample_paths(run.space, run.preset, subnets, seed))
     if len(paths) < 3:
         raise ValueError(f"ranking needs at least 3 paths, got {len(paths)}")
     rows = []
     for i, path in enumerate(paths):
-        arch = SPACE.from_genes([CHOICES[c] for c in path])
+        arch = space.parse(path_key(run.space, path))
         started = time.monotonic()
         inherited = evaluator.evaluate(arch)
         seconds = time.monotonic() - started
         alone = standalone_accuracy(evaluator, path, recipe, cache)
-        mflops, mparams = cost_of_path(path, evaluator.run.preset)
+        mflops, mparams = kind.cost(path, run.preset)
         rows.append({"key": alone["key"], "mflops": round(mflops, 3), "mparams": round(mparams, 4),
                      "inherited_valid": inherited.valid_acc, "inherited_test": inherited.test_acc,
                      "inherited_seconds": round(seconds, 2), "standalone_valid": alone["valid_acc"],
@@ -100,7 +102,7 @@ def verify(evaluator: SPOSSupernetEvaluator, subnets: int, recipe: Recipe, seed:
             progress(i + 1, rows[-1])
     agreement = rank_agreement([r["inherited_valid"] for r in rows],
                                [r["standalone_valid"] for r in rows], max(1, len(rows) // 5))
-    return {"checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": evaluator.run.epoch,
+    return {"space": run.space, "checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": run.epoch,
             "supernet_recipe": asdict(evaluator.run.recipe), "evaluator": evaluator.settings,
             "standalone_recipe": asdict(recipe), "seed": seed, "given": bool(keys),
             "agreement": agreement,
@@ -126,7 +128,7 @@ def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
     fig.savefig(out.with_suffix(".png"), dpi=120)
     plt.close(fig)
     lines = [
-        "# Supernet vs stand-alone training (SPOS ShuffleNet)", "",
+        f"# Supernet vs stand-alone training ({result['space']})", "",
         f"Command: `{command}`", "",
         f"- checkpoint: `{result['checkpoint']}` ({result['checkpoint_epochs']} epochs; recipe "
         f"{result['supernet_recipe']})",

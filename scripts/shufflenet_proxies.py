@@ -18,8 +18,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from collm_nas.evals.supernet import SPACE, rank_agreement  # noqa: E402
+from collm_nas.evals.supernet import rank_agreement  # noqa: E402
+from collm_nas.spaces.shufflenet import ShuffleNetSpace  # noqa: E402
 from collm_nas.tools.proxies import proxy_batch, proxy_score  # noqa: E402
+
+SPACE = ShuffleNetSpace()
 
 
 def main() -> None:

@@ -20,8 +20,11 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from collm_nas.evals.supernet import SPACE, rank_agreement  # noqa: E402
-from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator  # noqa: E402
+from collm_nas.evals.supernet import rank_agreement  # noqa: E402
+from collm_nas.spaces.shufflenet import ShuffleNetSpace  # noqa: E402
+from collm_nas.tools.evaluators.weight_sharing import WeightSharingEvaluator  # noqa: E402
+
+SPACE = ShuffleNetSpace()
 
 
 def main() -> None:
@@ -36,7 +39,7 @@ def main() -> None:
     truth = [p["standalone_valid"] for p in paths]
     rows = []
     for count in (int(c) for c in args.calib.split(",")):
-        evaluator = SPOSSupernetEvaluator(verified["checkpoint"], calib_batches=count,
+        evaluator = WeightSharingEvaluator(verified["checkpoint"], calib_batches=count,
                                           batch_size=args.batch_size,
                                           valid_images=verified["evaluator"]["valid_images"],
                                           cache=False)

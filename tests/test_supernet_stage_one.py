@@ -11,7 +11,7 @@ import pytest
 import torch
 from collm_nas.evals.supernet import rank_agreement, sample_paths, verify, write_verify
 from collm_nas.spaces.shufflenet import ShuffleNetSpace, ShuffleNetSupernet
-from collm_nas.tools.evaluators.spos import SPOSSupernetEvaluator
+from collm_nas.tools.evaluators.weight_sharing import WeightSharingEvaluator
 from collm_nas.tools.image_data import ImageSplits, loader
 from collm_nas.tools.supernet_eval import top1_accuracy
 from collm_nas.tools.supernet_train import (
@@ -69,9 +69,9 @@ def test_training_writes_a_checkpoint_each_epoch(tmp_path, splits, trained):
 
 def test_one_path_trained_alone_learns_and_is_deterministic(splits):
     recipe = Recipe(epochs=8, batch_size=16, optimizer="sgd", lr=0.05)
-    model = train_standalone((0, 1, 2, 3) * 5, PRESET, splits, recipe)
+    model = train_standalone("shufflenet", (0, 1, 2, 3) * 5, PRESET, splits, recipe)
     assert top1_accuracy(model, loader(splits.valid, 40, False, 0)) >= 95  # bright vs dark
-    again = train_standalone((0, 1, 2, 3) * 5, PRESET, splits, recipe)
+    again = train_standalone("shufflenet", (0, 1, 2, 3) * 5, PRESET, splits, recipe)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  again.state_dict().values(), strict=True))
 
@@ -103,26 +103,26 @@ def test_not_a_checkpoint_is_one_clear_error(tmp_path):
 
 def test_the_evaluator_is_deterministic_and_cached_on_disk(splits, trained):
     arch = SPACE.parse("0123" * 5)
-    first = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16)
+    first = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16)
     metrics = first.evaluate(arch)
     assert 0 <= metrics.valid_acc <= 100 and metrics == first.evaluate(arch)
     cache = trained.with_name(trained.name + ".evals.jsonl")
     assert len(cache.read_text().splitlines()) == 1
-    again = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16)
+    again = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16)
     assert again._memory[SPACE.key(arch)] == metrics  # read from the file, not recomputed
-    fresh = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
+    fresh = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
     assert fresh.evaluate(arch) == metrics
-    other = SPOSSupernetEvaluator(trained, splits, calib_batches=3, batch_size=16)
+    other = WeightSharingEvaluator(trained, splits, calib_batches=3, batch_size=16)
     assert SPACE.key(arch) not in other._memory  # other settings: other numbers
 
 
 def test_parallel_evaluations_through_the_factory_lock_give_the_serial_numbers(splits, trained):
     from collm_nas.tools.evaluators import Serialised
 
-    evaluator = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
+    evaluator = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
     archs = [SPACE.parse(str(i) * 20) for i in range(4)]
     serial = [evaluator.evaluate(a) for a in archs]
-    shared = Serialised(SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16,
+    shared = Serialised(WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16,
                                               cache=False))
     results = [None] * 4
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, shared.evaluate(archs[i])))
@@ -139,11 +139,12 @@ def test_rank_agreement_reads_perfect_and_reversed_rankings():
     assert same["kendall"] == pytest.approx(1) and same["top_k_overlap"] == 1
     flipped = rank_agreement([6, 5, 4, 3, 2, 1], [10, 20, 30, 40, 50, 60], top_k=2)
     assert flipped["spearman"] == pytest.approx(-1) and flipped["top_k_overlap"] == 0
-    assert sample_paths(5, 3) == sample_paths(5, 3) and len(set(sample_paths(5, 3))) == 5
+    assert sample_paths("shufflenet", PRESET, 5, 3) == sample_paths("shufflenet", PRESET, 5, 3)
+    assert len(set(sample_paths("shufflenet", PRESET, 5, 3))) == 5
 
 
 def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, trained):
-    evaluator = SPOSSupernetEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
+    evaluator = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
     recipe = Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=0.05)
     cache = tmp_path / "standalone.jsonl"
     result = verify(evaluator, 3, recipe, 0, cache)
@@ -166,7 +167,7 @@ def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, tra
 def first_use(tmp_path_factory):
     """A search's first use of the supernet evaluator with no checkpoint anywhere: it trains the
     default one (full width, the first-use recipe) on synthetic Fashion-MNIST files."""
-    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
     from test_image_data import write_fashion_mnist
 
     home = tmp_path_factory.mktemp("first_use")
@@ -174,13 +175,13 @@ def first_use(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
         patch.setenv("COLLM_NAS_DATA", str(home / "empty"))
-        evaluator = spos_supernet_evaluator(SPACE, "fashion-mnist", data_root=str(root),
+        evaluator = weight_sharing_evaluator(SPACE, "fashion-mnist", data_root=str(root),
                                             calib_batches=2, batch_size=16, valid_images=60)
     return evaluator, root, home
 
 
 def test_first_use_trains_the_default_supernet_once_into_the_user_cache(first_use, tmp_path):
-    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
     from collm_nas.tools.supernet_train import FIRST_USE_RECIPE
 
     evaluator, root, home = first_use
@@ -192,7 +193,7 @@ def test_first_use_trains_the_default_supernet_once_into_the_user_cache(first_us
     with pytest.MonkeyPatch.context() as patch:  # a later search finds it and trains nothing
         patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
         patch.setenv("COLLM_NAS_DATA", str(home / "empty"))
-        again = spos_supernet_evaluator(SPACE, "fashion-mnist", data_root=str(root), calib_batches=2,
+        again = weight_sharing_evaluator(SPACE, "fashion-mnist", data_root=str(root), calib_batches=2,
                                         batch_size=16, valid_images=60)
     assert again.checkpoint == out and out.stat().st_mtime_ns == written
 
@@ -215,24 +216,24 @@ def test_a_search_runs_on_the_trained_supernet_under_a_flops_limit(tmp_path, fir
 
 
 def test_a_supernet_of_another_width_is_refused_for_search(trained, first_use):
-    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
 
     _, root, _ = first_use
     with pytest.raises(CheckpointError, match="width 0.25.*without --width"):
-        spos_supernet_evaluator(SPACE, "fashion-mnist", checkpoint=str(trained), data_root=str(root),
+        weight_sharing_evaluator(SPACE, "fashion-mnist", checkpoint=str(trained), data_root=str(root),
                                 calib_batches=2, batch_size=16)
 
 
 def test_a_missing_supernet_names_the_command_that_trains_one(tmp_path, monkeypatch):
     from collm_nas.tools.data import DataFileError
-    from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
 
     with pytest.raises(CheckpointError, match="collm-nas supernet train"):
-        spos_supernet_evaluator(SPACE, "fashion-mnist", checkpoint=str(tmp_path / "none.pt"))
+        weight_sharing_evaluator(SPACE, "fashion-mnist", checkpoint=str(tmp_path / "none.pt"))
     monkeypatch.setenv("COLLM_NAS_DATA", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataFileError, match="collm-nas supernet train --space shufflenet"):
-        spos_supernet_evaluator(SPACE, "imagenet")  # no first-use training without the images
+        weight_sharing_evaluator(SPACE, "imagenet")  # no first-use training without the images
 
 
 def test_flops_bins_spread_the_sampled_paths_over_the_cost_range():
@@ -243,7 +244,7 @@ def test_flops_bins_spread_the_sampled_paths_over_the_cost_range():
     edges = np.linspace(low, high, 5)
 
     def shares(bins: int) -> np.ndarray:
-        sample = PathSampler(PRESET, bins, np.random.default_rng(0))
+        sample = PathSampler("shufflenet", PRESET, bins, np.random.default_rng(0))
         flops = [cost_of_path(sample(), PRESET)[0] for _ in range(400)]
         return np.histogram(flops, edges)[0] / 400
 

@@ -1,8 +1,9 @@
-"""Stage one: train a SPOS weight-sharing supernet, and train single paths from scratch.
+"""Stage one: train a weight-sharing supernet (SPOS ShuffleNet, AutoFormer), and train single
+paths from scratch.
 
 Supernet training samples one path uniformly per batch (optionally only paths inside a randomly
-drawn FLOPs bin, as the official SPOS trainer does) and updates that path's weights with SGD,
-momentum and a cosine schedule. A checkpoint is written after every epoch (atomically: a kill
+drawn FLOPs bin, as the official SPOS trainer does) and updates that path's weights with Adam or
+SGD and a cosine schedule. A checkpoint is written after every epoch (atomically: a kill
 loses at most the epoch in progress) and `resume` continues from it with the same result as an
 uninterrupted run: the data order, the paths and dropout are seeded per epoch.
 
@@ -16,7 +17,7 @@ import fcntl
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from collm_nas.errors import CollmNasError
-from collm_nas.spaces.shufflenet import (
-    CHOICES,
-    N_BLOCKS,
-    PRESETS,
-    Preset,
-    ShuffleNetSupernet,
-    ShuffleNetV2,
-    cost_of_path,
-    flops_range,
-)
 from collm_nas.tools.image_data import ImageSplits, loader
+from collm_nas.tools.supernets import default_preset, family
 from torch import nn
 from torch.utils.data import Subset
 
@@ -78,13 +70,13 @@ class SupernetRun:
 
     space: str
     dataset: str
-    preset: Preset
+    preset: Any  # the space's preset (shapes and choices)
     recipe: Recipe
     flops_bins: int = 0  # 0: uniform paths; N: uniform over N FLOPs bins, then a path inside
-    same_start: bool = True  # every path starts as nearly the same network (ShuffleNetSupernet)
+    same_start: bool = True  # ShuffleNet: every path starts as nearly the same network
     epoch: int = 0  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
-    model: ShuffleNetSupernet | None = None
+    model: nn.Module | None = None
 
 
 def _optimizer(model: nn.Module, recipe: Recipe, steps: int):
@@ -112,22 +104,22 @@ def training_subset(splits: ImageSplits, recipe: Recipe):
 class PathSampler:
     """Uniform paths, or (with `bins`) a uniformly drawn FLOPs bin and a uniform path in it."""
 
-    def __init__(self, preset: Preset, bins: int, rng: np.random.Generator):
-        self.preset, self.bins, self.rng = preset, bins, rng
+    def __init__(self, space: str, preset: Any, bins: int, rng: np.random.Generator):
+        self.family, self.preset, self.bins, self.rng = family(space), preset, bins, rng
         if bins:
-            self.low, self.high = flops_range(preset)
+            self.low, self.high = self.family.flops_range(preset)
 
-    def __call__(self) -> tuple[int, ...]:
-        path = tuple(int(c) for c in self.rng.integers(len(CHOICES), size=N_BLOCKS))
+    def __call__(self) -> Any:
+        path = self.family.sample(self.preset, self.rng)
         if not self.bins:
             return path
         width = (self.high - self.low) / self.bins
         target = int(self.rng.integers(self.bins))
         for _ in range(1000):
-            flops = cost_of_path(path, self.preset)[0]
+            flops = self.family.cost(path, self.preset)[0]
             if min(int((flops - self.low) / width), self.bins - 1) == target:
                 return path
-            path = tuple(int(c) for c in self.rng.integers(len(CHOICES), size=N_BLOCKS))
+            path = self.family.sample(self.preset, self.rng)
         return path  # a bin uniform paths almost never reach: keep the last path
 
 
@@ -145,7 +137,7 @@ def train_supernet(run: SupernetRun, splits: ImageSplits, out: Path,
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
     for epoch in range(run.epoch, recipe.epochs):
-        sample = PathSampler(run.preset, run.flops_bins,
+        sample = PathSampler(run.space, run.preset, run.flops_bins,
                              np.random.default_rng([recipe.seed, epoch]))
         torch.manual_seed(recipe.seed * 1000 + epoch)  # dropout (after the sampler, which may
         # build networks to count their cost the first time a preset is seen)
@@ -163,7 +155,7 @@ def _train_epoch(model, batches, optimizer, schedule, sample, on_batch, total) -
     model.train()
     started, seen, loss_sum, correct = time.monotonic(), 0, 0.0, 0
     for i, (images, labels) in enumerate(batches):
-        logits = model(images, sample()) if isinstance(model, ShuffleNetSupernet) else model(images)
+        logits = model(images, sample()) if sample else model(images)
         loss = nn.functional.cross_entropy(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,11 +173,11 @@ def _train_epoch(model, batches, optimizer, schedule, sample, on_batch, total) -
             "seconds": round(seconds, 1), "images_per_s": round(seen / seconds, 1)}
 
 
-def train_standalone(path: Sequence[int], preset: Preset, splits: ImageSplits, recipe: Recipe,
-                     on_batch: BatchCallback | None = None) -> ShuffleNetV2:
+def train_standalone(space: str, path: Any, preset: Any, splits: ImageSplits, recipe: Recipe,
+                     on_batch: BatchCallback | None = None) -> nn.Module:
     """One path trained from scratch with `recipe` (deterministic for its seed)."""
     torch.manual_seed(recipe.seed)
-    model = ShuffleNetV2(path, preset)
+    model = family(space).standalone(path, preset)
     data = training_subset(splits, recipe)
     steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
     optimizer, schedule = _optimizer(model, recipe, steps_per_epoch * recipe.epochs)
@@ -196,13 +188,13 @@ def train_standalone(path: Sequence[int], preset: Preset, splits: ImageSplits, r
     return model.eval()
 
 
-def train_first_supernet(dataset: str, out: Path, splits: ImageSplits,
+def train_first_supernet(space: str, dataset: str, out: Path, splits: ImageSplits,
                          on_batch: BatchCallback | None = None,
                          on_epoch: Callable[[dict[str, float]], None] | None = None,
                          recipe: Recipe | None = None) -> Path:
-    """Train the default supernet of a built-in dataset into `out`, once: `out` appears only
-    when training is done; a killed run resumes from `<out>.training`; a second process waits
-    for the first and reuses its file."""
+    """Train the default supernet of a space on a built-in dataset into `out`, once: `out`
+    appears only when training is done; a killed run resumes from `<out>.training`; a second
+    process waits for the first and reuses its file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -214,8 +206,8 @@ def train_first_supernet(dataset: str, out: Path, splits: ImageSplits,
         else:
             recipe = recipe or FIRST_USE_RECIPE
             torch.manual_seed(recipe.seed)  # the supernet's initial weights
-            run = SupernetRun("shufflenet", dataset, PRESETS[dataset], recipe)
-            run.model, state = ShuffleNetSupernet(run.preset), None
+            run = SupernetRun(space, dataset, default_preset(space, dataset), recipe)
+            run.model, state = family(space).supernet(run.preset, True), None
         train_supernet(run, splits, partial, on_batch, on_epoch, state)
         os.replace(partial, out)
     return out
@@ -255,20 +247,18 @@ def load_checkpoint(path: str | Path) -> tuple[SupernetRun, dict[str, Any]]:
         raise CheckpointError(
             f"{path} is not a collm-nas supernet checkpoint (format {CHECKPOINT_FORMAT}); an "
             "official SPOS checkpoint loads with `load_official_state`")
-    preset_fields = dict(payload["preset"])
-    for name in ("stage_channels", "stage_strides"):
-        preset_fields[name] = tuple(preset_fields[name])
+    kind = family(payload["space"])
     run = SupernetRun(space=payload["space"], dataset=payload["dataset"],
-                      preset=Preset(**preset_fields), recipe=Recipe(**payload["recipe"]),
+                      preset=kind.preset_from_dict(payload["preset"]), recipe=Recipe(**payload["recipe"]),
                       flops_bins=payload["flops_bins"], same_start=payload["same_start"],
                       epoch=payload["epoch"],
                       history=list(payload["history"]))
-    run.model = ShuffleNetSupernet(run.preset)
+    run.model = kind.supernet(run.preset, run.same_start)
     run.model.load_state_dict(payload["state_dict"])
     return run, {"optimizer": payload["optimizer"], "schedule": payload["schedule"]}
 
 
-def load_official_state(model: ShuffleNetSupernet, path: str | Path) -> None:
+def load_official_state(model: nn.Module, path: str | Path) -> None:
     """Load the official SPOS supernet checkpoint (`{'state_dict': ...}` with DataParallel's
     `module.` prefix, BatchNorm without affine parameters: they are set to 1 and 0) into a
     supernet of the `imagenet` preset, or say what does not fit."""

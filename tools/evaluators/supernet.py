@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from collm_nas.errors import CollmNasError
 from collm_nas.spaces import SearchSpace, get_space
+from collm_nas.spaces.autoformer import AutoFormerSpace
 from collm_nas.spaces.evaluation import Evaluator, Metrics
 from collm_nas.spaces.mobilenet import NUM_CLASSES, MobileNetSpace, extract_subnet, new_ofa_supernet
 from collm_nas.spaces.shufflenet import ShuffleNetSpace
@@ -227,13 +228,13 @@ def load_supernet_evaluator(data_path: str | None = None, **settings: Any) -> OF
 def supernet_evaluator(
     space: SearchSpace, dataset: str, data_path: str | None = None, **settings: Any
 ) -> Evaluator:
-    """The `supernet` evaluator kind (entry point in pyproject.toml): SPOS ShuffleNet paths from a
-    supernet trained here (`tools/evaluators/spos.py`), or OFA MobileNetV3 subnets with
-    `settings` as for `load_supernet_evaluator`."""
-    if isinstance(space, ShuffleNetSpace):
-        from collm_nas.tools.evaluators.spos import spos_supernet_evaluator
+    """The `supernet` evaluator kind (entry point in pyproject.toml): SPOS ShuffleNet or
+    AutoFormer paths from a supernet trained here (`tools/evaluators/weight_sharing.py`), or OFA MobileNetV3
+    subnets with `settings` as for `load_supernet_evaluator`."""
+    if isinstance(space, (ShuffleNetSpace, AutoFormerSpace)):
+        from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
 
-        return spos_supernet_evaluator(space, dataset, data_path, **settings)
+        return weight_sharing_evaluator(space, dataset, data_path, **settings)
     require_space(space, MobileNetSpace, "supernet")
     space.check_dataset(dataset)
     return load_supernet_evaluator(data_path, **settings)

@@ -1,8 +1,10 @@
-"""Accuracy of SPOS ShuffleNet paths with weights inherited from a supernet trained here.
+"""Accuracy of paths with weights inherited from a supernet trained here (SPOS ShuffleNet,
+AutoFormer).
 
-Per path: reset every BatchNorm's statistics and recalibrate them on a fixed set of training
-batches (the same batches for every path), then top-1 on the held-out validation split (what the
-search reads) and on the official test split (reported). Deterministic: a path always gets the
+Per path: where the network has BatchNorm (ShuffleNet), reset its statistics and recalibrate
+them on a fixed set of training batches (the same batches for every path); AutoFormer has only
+LayerNorm, which needs none. Then top-1 on the held-out validation split (what the search reads)
+and on the official test split (reported). Deterministic: a path always gets the
 same numbers from the same checkpoint and settings. Results are cached in memory and in a JSON
 lines file beside the checkpoint, keyed by the path and everything that changes its numbers, so
 a resumed or repeated search does not pay twice.
@@ -13,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from collm_nas.spaces import SearchSpace
 from collm_nas.spaces.evaluation import Evaluator, Metrics
-from collm_nas.spaces.shufflenet import ShuffleNetSupernet, path_of
 from collm_nas.tools.data import DataFileError, find_data_file, user_data_dir
 from collm_nas.tools.image_data import ImageSplits, fixed_batches, load_splits, loader
 from collm_nas.tools.supernet_eval import recalibrate_batchnorm, top1_accuracy
@@ -29,29 +29,30 @@ from collm_nas.tools.supernet_train import (
     load_checkpoint,
     train_first_supernet,
 )
+from collm_nas.tools.supernets import default_preset, family, path_key
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import Subset
 
-HOW_TO_TRAIN = ("train one with `collm-nas supernet train --space shufflenet --data fashion-mnist "
+HOW_TO_TRAIN = ("train one with `collm-nas supernet train --space {space} --data {dataset} "
                 "--out FILE` and pass `--evaluator-option checkpoint=FILE`")
 
 
 class OnePath(nn.Module):
     """The supernet seen as the network of one path (for BN recalibration and top-1)."""
 
-    def __init__(self, supernet: ShuffleNetSupernet, path: Sequence[int]):
+    def __init__(self, supernet: nn.Module, path: Any):
         super().__init__()
-        self.supernet, self.path = supernet, tuple(path)
+        self.supernet, self.path = supernet, path
 
     def forward(self, x):
         return self.supernet(x, self.path)
 
 
-class SPOSSupernetEvaluator(Evaluator):
-    """Top-1 of SPOS paths with inherited weights and recalibrated BatchNorm."""
+class WeightSharingEvaluator(Evaluator):
+    """Top-1 of paths with inherited weights (and recalibrated BatchNorm, where there is any)."""
 
     kind = "supernet"
     thread_safe = False  # recalibration rewrites the one supernet's BatchNorm statistics
@@ -65,12 +66,12 @@ class SPOSSupernetEvaluator(Evaluator):
             raise CheckpointError("calib_batches and batch_size must be at least 1")
         self.checkpoint = Path(checkpoint)
         run, _ = load_checkpoint(self.checkpoint)
-        if run.space != "shufflenet":
-            raise CheckpointError(f"{checkpoint} is a {run.space} supernet, not a shufflenet one")
-        self.run, self.supernet = run, run.model.eval()
+        self.run, self.supernet, self.family = run, run.model.eval(), family(run.space)
         self.splits = splits or load_splits(run.dataset)
-        self.calibration = fixed_batches(self.splits.train, batch_size, calib_batches, seed)
-        self.settings = {"checkpoint_epoch": run.epoch, "calib_batches": calib_batches,
+        calibrate = self.family.has_batchnorm  # LayerNorm (AutoFormer) needs no calibration
+        self.calibration = (fixed_batches(self.splits.train, batch_size, calib_batches, seed)
+                            if calibrate else [])
+        self.settings = {"checkpoint_epoch": run.epoch, "calib_batches": calib_batches if calibrate else 0,
                          "batch_size": batch_size, "valid_images": valid_images,
                          "test_images": test_images, "seed": seed}
         self._memory: dict[str, Metrics] = {}
@@ -80,11 +81,12 @@ class SPOSSupernetEvaluator(Evaluator):
         self._load_cache()
 
     def evaluate(self, arch: BaseModel) -> Metrics:
-        path = path_of(arch)
-        key = "".join(map(str, path))
+        path = self.family.path_of(arch)
+        key = path_key(self.run.space, path)
         if key not in self._memory:
             model = OnePath(self.supernet, path)
-            recalibrate_batchnorm(model, self.calibration)
+            if self.family.has_batchnorm:
+                recalibrate_batchnorm(model, self.calibration)
             valid = _first(self.splits.valid, self.settings["valid_images"])
             test = _first(self.splits.test, self.settings["test_images"])
             metrics = Metrics(valid_acc=top1_accuracy(model, loader(valid, 500, False, 0)),
@@ -130,45 +132,50 @@ def _digest(checkpoint: Path, settings: dict[str, Any]) -> str:
     return digest.hexdigest()[:16]
 
 
-def spos_supernet_evaluator(space: SearchSpace, dataset: str, data_path: str | None = None,
+def weight_sharing_evaluator(space: SearchSpace, dataset: str, data_path: str | None = None,
                             checkpoint: str | None = None, data_root: str | None = None,
-                            **settings: Any) -> SPOSSupernetEvaluator:
-    """The `supernet` kind for the shufflenet space: the checkpoint is `checkpoint` (which must
-    exist), else `supernets/shufflenet-<dataset>.pt` found like other data files, else (Fashion-MNIST,
-    CIFAR-10) one trained now into the user data dir with a progress bar, once. `data_root` is
-    where the images are when not in their default place."""
+                            **settings: Any) -> WeightSharingEvaluator:
+    """The `supernet` kind for the shufflenet and autoformer spaces: the checkpoint is
+    `checkpoint` (which must exist), else `supernets/<space>-<dataset>.pt` found like other data
+    files, else (Fashion-MNIST, CIFAR-10) one trained now into the user data dir with a progress
+    bar, once. `data_root` is where the images are when not in their default place."""
     space.check_dataset(dataset)
+    preset = default_preset(space.name, dataset)
     splits = load_splits(dataset, root=data_root) if data_root else None
     if checkpoint:
         path = Path(checkpoint).expanduser()
     else:
-        filename = f"supernets/shufflenet-{dataset}.pt"
+        filename = f"supernets/{space.name}-{dataset}.pt"
         try:
-            path = find_data_file(filename, data_path, HOW_TO_TRAIN)
+            path = find_data_file(filename, data_path,
+                                  HOW_TO_TRAIN.format(space=space.name, dataset=dataset))
         except DataFileError:
             if dataset == "imagenet":
                 raise
             splits = splits or load_splits(dataset)
-            path = _train_first_use(dataset, user_data_dir() / filename, splits)
-    evaluator = SPOSSupernetEvaluator(path, splits, **settings)
-    if evaluator.run.dataset != dataset:
-        raise CheckpointError(f"{path} was trained on {evaluator.run.dataset}, not {dataset}")
-    if evaluator.run.preset != space.preset(dataset):
+            path = _train_first_use(space.name, dataset, user_data_dir() / filename, splits)
+    evaluator = WeightSharingEvaluator(path, splits, **settings)
+    if evaluator.run.space != space.name or evaluator.run.dataset != dataset:
+        raise CheckpointError(f"{path} is a {evaluator.run.space} supernet trained on "
+                              f"{evaluator.run.dataset}, not a {space.name} one on {dataset}")
+    if evaluator.run.preset != preset:
+        width = getattr(evaluator.run.preset, "width", 1.0)
         raise CheckpointError(
-            f"{path} was trained at width {evaluator.run.preset.width}; a search counts FLOPs and "
+            f"{path} was trained at width {width}; a search counts FLOPs and "
             f"params of the {dataset} preset at width 1, so it needs a supernet of that preset "
             "(train one without --width)")
     return evaluator
 
 
-def _train_first_use(dataset: str, out: Path, splits: ImageSplits) -> Path:
-    """The default supernet of `dataset`, trained into `out` the first time a search needs it."""
+def _train_first_use(space: str, dataset: str, out: Path, splits: ImageSplits) -> Path:
+    """The default supernet of `space` on `dataset`, trained into `out` the first time a search
+    needs it."""
     if out.is_file():  # another process finished it since we looked
         return out
     recipe = FIRST_USE_RECIPE
     console = Console(stderr=True)
-    console.print(f"No SPOS supernet for {dataset} yet: training one into {out} ({recipe.epochs} "
-                  f"epochs of {recipe.train_images} images, about 10 minutes on 2 CPU cores; "
+    console.print(f"No {space} supernet for {dataset} yet: training one into {out} ({recipe.epochs} "
+                  f"epochs of {recipe.train_images} images: minutes on a CPU, see docs/stage_one.md; "
                   "later runs reuse it, a killed one resumes).")
     with Progress(TextColumn("supernet {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
@@ -176,9 +183,10 @@ def _train_first_use(dataset: str, out: Path, splits: ImageSplits) -> Path:
         task = bar.add_task("epoch 1", total=None, loss=float("nan"))
 
         def on_epoch(row: dict[str, float]) -> None:
-            bar.reset(task, description=f"epoch {int(row['epoch']) + 1}")
+            if row["epoch"] < recipe.epochs:
+                bar.reset(task, description=f"epoch {int(row['epoch']) + 1}")
 
-        train_first_supernet(dataset, out, splits,
+        train_first_supernet(space, dataset, out, splits,
                              lambda done, total, loss: bar.update(task, completed=done, total=total, loss=loss),
                              on_epoch)
     return out
