@@ -25,6 +25,8 @@ class NoSupernet(CollmNasError, ValueError):
 
 @dataclass(frozen=True)
 class Family:
+    """How one space's supernet is built, sampled and cut into stand-alone networks."""
+
     preset_from_dict: Callable[[dict[str, Any]], Any]
     supernet: Callable[[Any, bool], nn.Module]  # (preset, same_start)
     standalone: Callable[[Any, Any], nn.Module]  # (path, preset)
