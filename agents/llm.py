@@ -1,7 +1,9 @@
 """LLM settings and the factory from settings to a LangChain chat model.
 
-Backends: `local` (embedded llama.cpp model, the default), `openai` / `vllm` (any
-OpenAI-compatible endpoint through `ChatOpenAI`), `fake` (scripted replies, for tests only).
+Backends are plugins of the entry-point group `collm_nas.llm_backends` (name -> a factory
+`(settings, seed) -> BaseChatModel`); ours are registered the same way in pyproject.toml:
+`local` (embedded llama.cpp model, the default), `openai` / `vllm` (any OpenAI-compatible
+endpoint through `ChatOpenAI`), `fake` (scripted replies, for tests only).
 API keys come only from environment variables and never enter settings, state or logs:
 `$OPENAI_API_KEY` goes only to OpenAI's own endpoint, the key for any other `base_url` comes from
 `$COLLM_NAS_LLM_API_KEY` (or the variable `api_key_env` names); none is sent by default.
@@ -15,19 +17,21 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlparse
 
 from collm_nas.errors import CollmNasError
+from collm_nas.spaces.registry import Registry
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["local", "openai", "vllm", "fake"]
+LLM_BACKENDS = Registry("collm_nas.llm_backends", "LLM backend")
 StructuredMethod = Literal["json_schema", "function_calling", "json_mode"]
 
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
@@ -43,7 +47,8 @@ class LLMConfigError(CollmNasError, ValueError):
 class LLMSettings(BaseModel):
     """How one role talks to its model. Serializable; holds no secrets."""
 
-    backend: Backend = Field("local", description="local | openai | vllm | fake")
+    backend: str = Field("local", description="an installed LLM backend: local | openai | vllm | "
+                         "fake | one of yours (entry-point group collm_nas.llm_backends)")
     model: str = Field(DEFAULT_LOCAL_MODEL, description="model name, or a GGUF path for local")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     api_key_env: str | None = Field(
@@ -76,6 +81,13 @@ class LLMSettings(BaseModel):
     n_threads: int | None = Field(None, description="CPU threads (local); default all cores")
     script: list[str] = Field(default_factory=list, description="fake: replies in order")
 
+    @field_validator("backend")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        if name not in LLM_BACKENDS.names():
+            raise ValueError(f"unknown LLM backend {name!r}; installed: {', '.join(LLM_BACKENDS.names())}")
+        return name
+
     def method(self) -> StructuredMethod:
         if self.structured_method:
             return self.structured_method
@@ -87,25 +99,44 @@ def make_chat_model(settings: LLMSettings, seed: int | None = None) -> BaseChatM
     return _cached_model(settings.model_dump_json(), seed)
 
 
+def register_llm_backend(name: str, factory: Callable[[LLMSettings, int | None], BaseChatModel]) -> None:
+    """Add an LLM backend for this process (tests, notebooks); packages use the entry point."""
+    LLM_BACKENDS.register(name, factory)
+    _cached_model.cache_clear()
+
+
 @lru_cache(maxsize=16)
 def _cached_model(settings_json: str, seed: int | None) -> BaseChatModel:
     settings = LLMSettings.model_validate_json(settings_json)
-    if settings.backend == "fake":
-        from collm_nas.agents.fake import ScriptedChatModel
-
-        return ScriptedChatModel(script=list(settings.script), seed=seed or 0)
-    if settings.backend == "local":
-        from collm_nas.agents.local_llm import make_local_chat_model
-
-        return make_local_chat_model(
-            model=settings.model, temperature=settings.temperature,
-            max_tokens=settings.max_tokens, seed=seed, n_ctx=settings.n_ctx,
-            n_threads=settings.n_threads,
-        )
-    return _openai_model(settings, seed)
+    factory = LLM_BACKENDS.load(settings.backend)
+    try:
+        return factory(settings, seed)
+    except CollmNasError:
+        raise
+    except Exception as err:  # a plugin can fail in any way; name it and keep the cause
+        raise LLM_BACKENDS.broken(settings.backend, err) from err
 
 
-def _openai_model(settings: LLMSettings, seed: int | None) -> BaseChatModel:
+def fake_backend(settings: LLMSettings, seed: int | None) -> BaseChatModel:
+    """Scripted replies in order (tests of control flow only)."""
+    from collm_nas.agents.fake import ScriptedChatModel
+
+    return ScriptedChatModel(script=list(settings.script), seed=seed or 0)
+
+
+def local_backend(settings: LLMSettings, seed: int | None) -> BaseChatModel:
+    """The embedded llama.cpp model."""
+    from collm_nas.agents.local_llm import make_local_chat_model
+
+    return make_local_chat_model(
+        model=settings.model, temperature=settings.temperature,
+        max_tokens=settings.max_tokens, seed=seed, n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads,
+    )
+
+
+def openai_backend(settings: LLMSettings, seed: int | None) -> BaseChatModel:
+    """OpenAI's API or any OpenAI-compatible server (`vllm` is the same with a base_url)."""
     from langchain_openai import ChatOpenAI
 
     if settings.backend == "vllm" and not settings.base_url:

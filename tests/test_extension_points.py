@@ -170,3 +170,24 @@ def test_space_facts_show_datasets_evaluators_constraints_and_defaults():
     assert facts["cost_kinds"] == ["flops", "params", "latency"]
     assert space_facts("nb201")["cost_kinds"] == ["flops", "params"]
 
+
+
+def test_an_llm_backend_plugs_in_by_name_and_an_unknown_one_lists_the_installed():
+    from collm_nas.agents.fake import ScriptedChatModel
+    from collm_nas.agents.llm import LLM_BACKENDS, LLMSettings, make_chat_model, register_llm_backend
+
+    assert {"local", "openai", "vllm", "fake"} <= set(LLM_BACKENDS.names())  # our entry points
+    made = []
+
+    def echo(settings, seed):
+        made.append(settings.model)
+        return ScriptedChatModel(script=["hello"], seed=seed or 0)
+
+    register_llm_backend("echo", echo)
+    try:
+        model = make_chat_model(LLMSettings(backend="echo", model="mine"))
+        assert made == ["mine"] and model.invoke("hi").content == "hello"
+    finally:
+        LLM_BACKENDS.unregister("echo")
+    with pytest.raises(ValueError, match="unknown LLM backend 'nope'; installed: .*fake.*local"):
+        LLMSettings(backend="nope")
