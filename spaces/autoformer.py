@@ -209,6 +209,7 @@ class AutoFormerSpace(SearchSpace):
         if extra:
             raise IllegalArchitecture(f"unknown fields {sorted(extra)}; give embed_dim, depth, "
                                       "mlp_ratios and heads")
+        depth = _number(depth)
         if not isinstance(ratios, list) or not isinstance(heads, list):
             raise IllegalArchitecture("mlp_ratios and heads must be lists with one value per layer")
         if depth not in self.preset.depths:

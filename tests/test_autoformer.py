@@ -212,3 +212,21 @@ def test_uniform_paths_cover_every_choice():
     assert {p.depth for p in paths} == set(PRESET.depths)
     assert {h for p in paths for h in p.heads} == set(PRESET.heads)
     assert all(len(p.mlp_ratios) == len(p.heads) == p.depth for p in paths)
+
+
+def test_the_train_command_trains_an_autoformer_supernet_and_refuses_what_does_not_apply(tmp_path):
+    from collm_nas.cli import app
+    from test_image_data import write_fashion_mnist
+    from typer.testing import CliRunner
+
+    root = write_fashion_mnist(tmp_path / "fashion", train=10_100, test=40)
+    out = tmp_path / "af.pt"
+    common = ["supernet", "train", "--space", "autoformer", "--data-root", str(root), "--out", str(out)]
+    done = CliRunner().invoke(app, [*common, "--epochs", "1", "--train-images", "64"])
+    assert done.exit_code == 0, done.output
+    run, _ = load_checkpoint(out)
+    assert run.space == "autoformer" and run.epoch == 1 and out.with_suffix(".png").is_file()
+    wide = CliRunner().invoke(app, [*common, "--width", "0.5"])
+    assert wide.exit_code == 2 and "--width applies to the shufflenet supernet only" in wide.output
+    other = CliRunner().invoke(app, ["supernet", "train", "--space", "nb201"])
+    assert other.exit_code == 2 and "built for shufflenet, autoformer" in other.output
