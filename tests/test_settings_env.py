@@ -87,8 +87,16 @@ def test_a_bad_environment_value_is_one_clear_line(monkeypatch, captured_setting
     assert "valid integer" in line and "'lots'" in line
 
 
-def test_cli_evaluator_options_reach_the_settings(captured_settings):
+def test_cli_evaluator_options_reach_the_settings(captured_settings, monkeypatch):
+    monkeypatch.setattr(cli, "check_search_inputs", lambda settings: None)  # options of no evaluator here
     args = ["search", "--llm", "none", "--evaluator-option", "device=cuda", "--evaluator-option", "calib_images=500"]
     result = CliRunner().invoke(cli.app, args)
     assert "captured" in result.output, result.output
     assert captured_settings[0].evaluator_options == {"device": "cuda", "calib_images": 500}
+
+
+def test_an_option_the_evaluator_does_not_take_is_one_line_before_the_run(captured_settings):
+    result = CliRunner().invoke(cli.app, ["search", "--llm", "none", "--evaluator-option", "calib_images=500"])
+    assert result.exit_code == 2 and not captured_settings
+    assert result.output.strip() == ("error: evaluator 'benchmark' takes no option calib_images; "
+                                     "it takes none")

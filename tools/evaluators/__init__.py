@@ -29,6 +29,22 @@ EvaluatorFactory = Callable[..., Evaluator]
 _building = threading.RLock()  # re-entrant: a factory may build another evaluator
 
 
+class UnknownOption(CollmNasError, ValueError):
+    """An evaluator option the evaluator kind does not take."""
+
+
+def _check_options(kind: str, factory: EvaluatorFactory, options: dict[str, Any]) -> None:
+    """Raise `UnknownOption` for options a factory without `**options` does not name."""
+    parameters = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    takes = [name for name in parameters if name not in ("space", "dataset", "data_path", "variant")]
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise UnknownOption(f"evaluator {kind!r} takes no option {', '.join(unknown)}; it takes "
+                            f"{', '.join(takes) or 'none'}")
+
+
 class WrongSpace(CollmNasError, ValueError):
     """An evaluator kind asked for a space it does not know; the message lists the space's own."""
 
@@ -90,7 +106,13 @@ def _shared_evaluator(
         if "variant" not in inspect.signature(factory).parameters:
             raise UnknownName(f"evaluator {name!r} has no variants; use {name!r} without ':{variant}'")
         settings["variant"] = variant
-    evaluator = factory(search_space, dataset, data_path, **settings)
+    _check_options(kind, factory, settings)
+    try:
+        evaluator = factory(search_space, dataset, data_path, **settings)
+    except TypeError as err:  # an option a factory passes on to code that does not take it
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise UnknownOption(f"evaluator {kind!r}: {err}; check --evaluator-option") from None
     return evaluator if evaluator.thread_safe else Serialised(evaluator)
 
 
