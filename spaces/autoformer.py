@@ -507,7 +507,7 @@ class OfficialCheckpointError(CollmNasError, ValueError):
 def official_supernet(preset: Preset, state: dict[str, torch.Tensor]) -> AutoFormerNet:
     """The supernet in the `model` entry of an official AutoFormer checkpoint (its module names,
     trained with relative positions and `change_qkv`), allocated at the sizes its tensors have
-    (the official supernets may be larger than the largest choice, e.g. tiny at 256), or one
+    (an official supernet may be wider or deeper than the largest choice), or one
     `OfficialCheckpointError` saying what does not fit `preset`."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:

@@ -118,7 +118,7 @@ def _official_state(preset, sizes: Config) -> dict[str, torch.Tensor]:
 
 def test_an_official_layout_checkpoint_loads_at_its_own_sizes():
     preset = PRESETS["autoformer-tiny"]
-    sizes = Config(256, 14, (4.0,) * 14, (4,) * 14)  # the official tiny supernet is 256 wide
+    sizes = Config(256, 14, (4.0,) * 14, (4,) * 14)  # wider than the largest choice (240)
     state = _official_state(preset, sizes)
     model = official_supernet(preset, state)
     assert model.sizes.embed_dim == 256 and len(model.blocks) == 14
