@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from collm_nas.errors import CollmNasError
 from collm_nas.spaces.base import IllegalArchitecture, SearchSpace, check_input_size, short_repr
+from collm_nas.spaces.checkpoints import state_mismatch
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from torch import nn
 
@@ -526,15 +527,8 @@ def official_supernet(preset: Preset, state: dict[str, torch.Tensor]) -> AutoFor
             f"the checkpoint (embed {embed}, depth {depth}, heads up to {max(heads)}) is smaller "
             f"than the {preset.name} space's largest network")
     model = AutoFormerNet(preset, sizes)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unknown = [k for k in state if k not in own]
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if missing or unknown or wrong:
-        raise OfficialCheckpointError(
-            f"the checkpoint does not fit the {preset.name} supernet: {len(missing)} tensors "
-            f"missing (e.g. {missing[:2]}), {len(unknown)} unknown (e.g. {unknown[:2]}), "
-            f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]})")
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise OfficialCheckpointError(f"the checkpoint does not fit the {preset.name} supernet: {mismatch}")
     model.load_state_dict(state)
     return model

@@ -17,7 +17,8 @@ import fcntl
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 from collm_nas.errors import CollmNasError
+from collm_nas.spaces.checkpoints import state_mismatch
 from collm_nas.tools.image_data import ImageSplits, loader
 from collm_nas.tools.supernets import default_preset, family
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 from torch.utils.data import Subset
 
@@ -189,6 +200,28 @@ def train_standalone(space: str, path: Any, preset: Any, splits: ImageSplits, re
     return model.eval()
 
 
+@contextmanager
+def training_bar(console: Console, first_epoch: int, epochs: int
+                 ) -> Iterator[tuple[BatchCallback, Callable[[dict[str, float]], None]]]:
+    """A progress bar (loss, time left) for training from `first_epoch` to `epochs`, and a line
+    per finished epoch: yields the `on_batch` and `on_epoch` callbacks of `train_supernet`."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(f"epoch {first_epoch + 1}", total=None, loss=float("nan"))
+
+        def on_batch(done: int, total: int, loss: float) -> None:
+            bar.update(task, completed=done, total=total, loss=loss)
+
+        def on_epoch(row: dict[str, float]) -> None:
+            console.print(f"epoch {row['epoch']}: loss {row['loss']:.3f}, train top-1 "
+                          f"{row['train_acc']:.2f} %, {row['images_per_s']:.0f} images/s")
+            if row["epoch"] < epochs:
+                bar.reset(task, description=f"epoch {int(row['epoch']) + 1}")
+
+        yield on_batch, on_epoch
+
+
 def train_first_supernet(space: str, dataset: str, out: Path, splits: ImageSplits,
                          on_batch: BatchCallback | None = None,
                          on_epoch: Callable[[dict[str, float]], None] | None = None,
@@ -276,13 +309,7 @@ def load_official_state(model: nn.Module, path: str | Path) -> None:
         if isinstance(module, nn.BatchNorm2d) and f"{name}.running_mean" in state:
             state.setdefault(f"{name}.weight", torch.ones_like(own[f"{name}.weight"]))
             state.setdefault(f"{name}.bias", torch.zeros_like(own[f"{name}.bias"]))
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unknown = [k for k in state if k not in own]
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if missing or unknown or wrong:
-        raise CheckpointError(
-            f"{path} does not fit the SPOS ShuffleNet supernet: {len(missing)} tensors missing "
-            f"(e.g. {missing[:2]}), {len(unknown)} unknown (e.g. {unknown[:2]}), {len(wrong)} of "
-            f"the wrong shape (e.g. {wrong[:2]})")
+    mismatch = state_mismatch(own, state, optional=("num_batches_tracked",))
+    if mismatch:
+        raise CheckpointError(f"{path} does not fit the SPOS ShuffleNet supernet: {mismatch}")
     model.load_state_dict({**own, **state})
