@@ -582,16 +582,14 @@ def supernet_train(
     from collm_nas.evals.supernet import write_training_curve
     from collm_nas.spaces.shufflenet import ShuffleNetSpace
     from collm_nas.tools.image_data import load_splits
-    from collm_nas.tools.supernet_train import Recipe, SupernetRun, load_checkpoint, train_supernet
-    from collm_nas.tools.supernets import FAMILIES, default_preset
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+    from collm_nas.tools.supernet_train import (
+        Recipe,
+        SupernetRun,
+        load_checkpoint,
+        train_supernet,
+        training_bar,
     )
+    from collm_nas.tools.supernets import FAMILIES, default_preset
 
     def body():
         if space not in FAMILIES:
@@ -622,19 +620,7 @@ def supernet_train(
             run = SupernetRun(space, dataset, preset, recipe, flops_bins, same_start)
             run.model, state = FAMILIES[space].supernet(preset, same_start), None
         console.print(f"training {target} from epoch {run.epoch} to {epochs} on {splits.source}")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task(f"epoch {run.epoch + 1}", total=None, loss=float("nan"))
-
-            def on_batch(done, total, loss):
-                bar.update(task, completed=done, total=total, loss=loss)
-
-            def on_epoch(row):
-                console.print(f"epoch {row['epoch']}: loss {row['loss']:.3f}, train top-1 "
-                              f"{row['train_acc']:.2f} %, {row['images_per_s']:.0f} images/s")
-                bar.reset(task, description=f"epoch {row['epoch'] + 1}")
-
+        with training_bar(console, run.epoch, epochs) as (on_batch, on_epoch):
             train_supernet(run, splits, target, on_batch, on_epoch, state)
         curve = write_training_curve(run.history, target.with_suffix(".png"))
         console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {curve}")

@@ -28,11 +28,11 @@ from collm_nas.tools.supernet_train import (
     CheckpointError,
     load_checkpoint,
     train_first_supernet,
+    training_bar,
 )
 from collm_nas.tools.supernets import default_preset, family, path_key
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import Subset
 
@@ -177,16 +177,6 @@ def _train_first_use(space: str, dataset: str, out: Path, splits: ImageSplits) -
     console.print(f"No {space} supernet for {dataset} yet: training one into {out} ({recipe.epochs} "
                   f"epochs of {recipe.train_images} images: minutes on a CPU, see docs/stage_one.md; "
                   "later runs reuse it, a killed one resumes).")
-    with Progress(TextColumn("supernet {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
-                  console=console) as bar:
-        task = bar.add_task("epoch 1", total=None, loss=float("nan"))
-
-        def on_epoch(row: dict[str, float]) -> None:
-            if row["epoch"] < recipe.epochs:
-                bar.reset(task, description=f"epoch {int(row['epoch']) + 1}")
-
-        train_first_supernet(space, dataset, out, splits,
-                             lambda done, total, loss: bar.update(task, completed=done, total=total, loss=loss),
-                             on_epoch)
+    with training_bar(console, 0, recipe.epochs) as (on_batch, on_epoch):
+        train_first_supernet(space, dataset, out, splits, on_batch, on_epoch)
     return out
