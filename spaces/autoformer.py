@@ -297,7 +297,7 @@ def _number(value: Any) -> Any:
         except ValueError:
             return value
     if isinstance(value, float) and value.is_integer():
-        return int(value) if value == int(value) else value
+        return int(value)
     return value
 
 

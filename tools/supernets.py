@@ -34,7 +34,6 @@ class Family:
     path_of: Callable[[BaseModel], Any]
     cost: Callable[[Any, Any], tuple[float, float]]  # (path, preset) -> (MFLOPs, M params)
     flops_range: Callable[[Any], tuple[float, float]]
-    has_batchnorm: bool  # whether evaluation recalibrates BatchNorm
 
 
 def _shufflenet_preset(fields: dict[str, Any]) -> shufflenet.Preset:
@@ -65,14 +64,14 @@ SHUFFLENET = Family(
     supernet=lambda preset, same_start: shufflenet.ShuffleNetSupernet(preset, same_start),
     standalone=lambda path, preset: shufflenet.ShuffleNetV2(path, preset),
     sample=_shufflenet_path, path_of=shufflenet.path_of, cost=shufflenet.cost_of_path,
-    flops_range=shufflenet.flops_range, has_batchnorm=True,
+    flops_range=shufflenet.flops_range,
 )
 AUTOFORMER = Family(
     preset_from_dict=autoformer.Preset.from_dict,
     supernet=lambda preset, same_start: autoformer.AutoFormerNet(preset),
     standalone=lambda path, preset: autoformer.StandAlone(path, preset),
     sample=_autoformer_path, path_of=autoformer.config_of, cost=autoformer.cost_of_config,
-    flops_range=_autoformer_flops_range, has_batchnorm=False,
+    flops_range=_autoformer_flops_range,
 )
 FAMILIES = {"shufflenet": SHUFFLENET, **{name: AUTOFORMER for name in autoformer.PRESETS}}
 

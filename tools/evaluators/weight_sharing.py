@@ -68,7 +68,8 @@ class WeightSharingEvaluator(Evaluator):
         run, _ = load_checkpoint(self.checkpoint)
         self.run, self.supernet, self.family = run, run.model.eval(), family(run.space)
         self.splits = splits or load_splits(run.dataset)
-        calibrate = self.family.has_batchnorm  # LayerNorm (AutoFormer) needs no calibration
+        calibrate = any(isinstance(m, nn.modules.batchnorm._BatchNorm)  # AutoFormer: LayerNorm only
+                        for m in self.supernet.modules())
         self.calibration = (fixed_batches(self.splits.train, batch_size, calib_batches, seed)
                             if calibrate else [])
         self.settings = {"checkpoint_epoch": run.epoch, "calib_batches": calib_batches if calibrate else 0,
@@ -85,7 +86,7 @@ class WeightSharingEvaluator(Evaluator):
         key = path_key(self.run.space, path)
         if key not in self._memory:
             model = OnePath(self.supernet, path)
-            if self.family.has_batchnorm:
+            if self.calibration:
                 recalibrate_batchnorm(model, self.calibration)
             valid = _first(self.splits.valid, self.settings["valid_images"])
             test = _first(self.splits.test, self.settings["test_images"])
