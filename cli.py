@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from collm_nas.agents.llm import DEFAULT_LOCAL_MODEL, LLMSettings
 from collm_nas.errors import CollmNasError
-from collm_nas.evals.bench import LLM_FREE, METHODS, RunSpec, run_bench, write_outputs
+from collm_nas.evals.bench import RunSpec, is_llm_free, method, run_bench, write_outputs
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
 from collm_nas.graph.provenance import command_line
@@ -146,6 +146,7 @@ def bench(
     evaluator_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the evaluator, repeatable (e.g. device=cuda)")] = None,
     llm: Annotated[str, typer.Option(help="LLM methods: backend[:model][@url], both roles")] = "local",
     iterations: Annotated[int | None, typer.Option(help="LLM methods: rounds at most (default: enough for the budget)")] = None,
+    population: Annotated[int, typer.Option(help="rznas methods: population size")] = 20,
     executor: Annotated[str, typer.Option(help="LLM methods: local (threads) | ray (a Ray cluster; pip install 'collm-nas[ray]')")] = "local",
     ray_address: Annotated[str, typer.Option(help="LLM methods, --executor ray: '' starts a local cluster; auto; ray://host:port")] = "",
     eval_workers: Annotated[int, typer.Option(help="LLM methods, --executor ray: workers, each with its own evaluator")] = 2,
@@ -167,14 +168,14 @@ def bench(
         limit = cost_limit(max_flops, max_params, max_latency)
         method_names = _split(methods)
         dataset_names = _split(datasets) if datasets else list(get_space(space).datasets)
-        unknown = [m for m in method_names if m not in METHODS]
-        if unknown:
-            raise UserError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+        for name in method_names:
+            method(name)  # an unknown name fails here, before any run
         model = llm_spec(llm, LLMSettings(**_transport(llm_timeout, llm_retries)))
         options = {"navigator_llm": model, "generator_llm": model, **_typed(ctx, {
             **_executor_fields(executor, ray_address, eval_workers, gpus_per_eval, cpus_per_eval),
             "evaluator": ("evaluator", evaluator),
             "evaluator_options": ("evaluator_option", key_values(evaluator_option or [])),
+            "population": ("population", population),
         })}
         if iterations is not None:
             if iterations < 1:
@@ -194,13 +195,13 @@ def bench(
                 f"({result.evaluations} evals, {result.wall_seconds:.2f} s)",
                 highlight=False,
             )
-            if result.method not in LLM_FREE:  # slow runs: keep each one even if the bench dies
+            if not is_llm_free(result.method):  # slow runs: keep each one even if the bench dies
                 partial.write_text(json.dumps([asdict(r) for r in done], indent=1))
 
         partial = out.with_suffix(".partial.json")
         results = run_bench(specs, on_result=report)
         command = command_line()
-        llm_methods = [m for m in method_names if m not in LLM_FREE]
+        llm_methods = [m for m in method_names if not is_llm_free(m)]
         paths = write_outputs(results, out, command, llms={"both roles": model} if llm_methods else None)
         partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
@@ -294,7 +295,7 @@ def search(
     evaluator: Annotated[str | None, typer.Option(help="evaluator kind (the space's default if none; see `collm-nas spaces`)")] = None,
     evaluator_option: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the evaluator, repeatable (e.g. device=cuda)")] = None,
     llm: Annotated[str, typer.Option(help="local | openai | vllm (both roles) | none (no LLM)")] = "local",
-    mode: Annotated[str, typer.Option(help="collm (statistics-steered) | collm-nollm (no LLM, as --llm none) | paper (Algorithm 1) | sillm (as --single-llm)")] = "collm",
+    mode: Annotated[str, typer.Option(help="collm (statistics-steered) | collm-nollm (no LLM, as --llm none) | paper (Algorithm 1) | sillm (as --single-llm) | rznas (RZ-NAS: LLM mutation on a zero-cost proxy) | rznas-nollm (as rznas with --llm none)")] = "collm",
     sources: Annotated[str | None, typer.Option(help="code candidate sources, comma-separated")] = None,
     navigator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Navigator")] = None,
     generator_llm: Annotated[str | None, typer.Option(help="backend[:model][@url] for the Generator")] = None,
@@ -308,6 +309,8 @@ def search(
     budget: Annotated[int, typer.Option(help="distinct architectures evaluated at most")] = 100,
     iterations: Annotated[int, typer.Option(help="Navigator-Generator rounds at most")] = 20,
     candidates: Annotated[int, typer.Option(help="architectures per Generator call")] = 10,
+    population: Annotated[int, typer.Option(help="rznas modes: population size")] = 20,
+    prescreen: Annotated[str | None, typer.Option(help="collm modes: rank a 5x larger pool of code candidates by this zero-cost proxy (e.g. synflow), evaluate the best")] = None,
     target: Annotated[float | None, typer.Option(help="stop at this accuracy")] = None,
     max_flops: Annotated[float | None, typer.Option(help="FLOPs limit, millions")] = None,
     max_params: Annotated[float | None, typer.Option(help="params limit, millions")] = None,
@@ -370,6 +373,7 @@ def search(
                 "evaluator_options": ("evaluator_option", key_values(evaluator_option or [])),
                 "target": ("target", target), "iterations": ("iterations", iterations),
                 "budget": ("budget", budget), "candidates": ("candidates", candidates),
+                "population": ("population", population), "prescreen": ("prescreen", prescreen),
                 "navigator_memory": ("navigator_memory", navigator_memory),
                 "generator_memory": ("generator_memory", generator_memory),
                 "seed": ("seed", seed), "sources": ("sources", _split(sources) if sources else None),
@@ -393,17 +397,21 @@ def search(
 
 
 def search_mode(mode: str, llm: str, single_llm: bool) -> str:
-    """The mode `--mode` names, with `--llm none` (collm-nollm) and `--single-llm` (sillm) as
-    aliases."""
-    from collm_nas.graph.context import MODES
+    """The mode `--mode` names, with `--llm none` (collm-nollm, or rznas-nollm with --mode
+    rznas) and `--single-llm` (sillm) as aliases."""
+    from collm_nas.graph.context import LLM_FREE_MODES, MODES
 
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     chosen = "sillm" if single_llm else mode
-    if llm == "none" and chosen not in ("collm", "collm-nollm"):  # only collm runs without it
-        raise UserError(f"mode {chosen!r} needs the LLM: the LLM-free loop is --mode collm-nollm "
-                        "(or --llm none)")
-    return "collm-nollm" if llm == "none" else chosen
+    if llm != "none":
+        return chosen
+    if chosen in LLM_FREE_MODES.values():
+        return chosen
+    if chosen not in LLM_FREE_MODES:
+        raise UserError(f"mode {chosen!r} needs the LLM: the LLM-free loops are "
+                        f"{', '.join(LLM_FREE_MODES.values())} (or collm and rznas with --llm none)")
+    return LLM_FREE_MODES[chosen]
 
 
 def check_search_inputs(settings) -> None:

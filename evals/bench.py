@@ -24,6 +24,7 @@ from collm_nas.spaces.evaluation import score
 from collm_nas.tools.coordinator import Ledger
 from collm_nas.tools.cost import CostLimit, shared_cost_counter
 from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.proxies import PROXIES
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
         )
         result = run_search(settings)
         records = sorted(result.archive, key=lambda r: r["evaluation"])
-        evaluator = spec_evaluator(spec)
+        evaluator = settings.evaluator_spec().build()
         sources: dict[str, int] = {}
         for record in records:
             sources[record["source"]] = sources.get(record["source"], 0) + 1
@@ -153,10 +154,33 @@ METHODS: dict[str, Callable[[RunSpec], RunResult]] = {
     "sillm": _llm_method(mode="sillm"),
 }
 LLM_FREE = {*BASELINES, "collm-nollm"}
+# Methods named with a zero-cost proxy: `rznas:<proxy>` scores by it (RZ-NAS);
+# `collm+<proxy>` pre-screens the code candidates by it.
+PROXY_METHODS = ("rznas", "rznas-nollm")
+PRESCREEN_METHODS = ("collm", "collm-nollm")
+METHOD_FORMS = "rznas:<proxy>, rznas-nollm:<proxy>, collm+<proxy>, collm-nollm+<proxy>"
 
 
 class UnknownMethod(CollmNasError, ValueError):
-    """A bench method name that is not in `METHODS`."""
+    """A bench method name that is not in `METHODS` nor of a form with a proxy."""
+
+
+def method(name: str) -> Callable[[RunSpec], RunResult]:
+    """The method a bench name stands for (the proxy forms are made on demand)."""
+    if name in METHODS:
+        return METHODS[name]
+    base, colon, proxy = name.partition(":")
+    if colon and base in PROXY_METHODS and proxy in PROXIES:
+        return _llm_method(mode=base, evaluator=f"zero_cost:{proxy}")
+    base, plus, proxy = name.partition("+")
+    if plus and base in PRESCREEN_METHODS and proxy in PROXIES:
+        return _llm_method(mode=base, prescreen=proxy)
+    raise UnknownMethod(f"unknown method {name!r}; available: {', '.join(METHODS)}, and {METHOD_FORMS} "
+                        f"with a proxy from {', '.join(PROXIES)}")
+
+
+def is_llm_free(name: str) -> bool:
+    return name in LLM_FREE or name.partition(":")[0] == "rznas-nollm" or name.partition("+")[0] == "collm-nollm"
 
 
 def run_bench(
@@ -164,9 +188,7 @@ def run_bench(
 ) -> list[RunResult]:
     results = []
     for spec in specs:
-        if spec.method not in METHODS:
-            raise UnknownMethod(f"unknown method {spec.method!r}; available: {', '.join(METHODS)}")
-        result = METHODS[spec.method](spec)
+        result = method(spec.method)(spec)
         results.append(result)
         if on_result:
             on_result(result)

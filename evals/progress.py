@@ -15,6 +15,8 @@ class SearchProgress:
 
     def __init__(self, settings, console: Console):
         self.objective = settings.objective
+        kind = settings.evaluator or ""  # a zero-cost evaluator's score is its proxy's
+        self.label = kind.partition(":")[2] if kind.startswith("zero_cost:") else settings.objective
         self.verdicts: Counter[str] = Counter()
         self.best: float | None = None
         self.round = 0
@@ -45,5 +47,5 @@ class SearchProgress:
         best = f"{self.best:.2f}" if self.best is not None else "-"
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.verdicts.items()))
         self.progress.update(
-            self.task, description=f"round {self.round} | best {self.objective} {best} | {counts}"
+            self.task, description=f"round {self.round} | best {self.label} {best} | {counts}"
         )

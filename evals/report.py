@@ -45,7 +45,9 @@ def write_report(run_dir: str | Path) -> list[Path]:
     # A resumed run may have logged a record twice (before the kill and after); keep one per key.
     unique = list({e["key"]: e for e in sorted(evaluated, key=lambda e: e["evaluation"])}.values())
     paths = [run_dir / "summary.md", run_dir / "best_so_far.png", run_dir / "explored.png"]
-    paths[0].write_text(summary_markdown(settings, summary) + sources_markdown(unique, measured))
+    lessons = [e for e in events if e["event"] == "lesson"]
+    paths[0].write_text(summary_markdown(settings, summary) + sources_markdown(unique, measured)
+                        + lessons_markdown(lessons))
     _plot_best_so_far(unique, settings["objective"], paths[1])
     _plot_explored(unique, settings, paths[2])
     return paths
@@ -62,10 +64,19 @@ def sources_markdown(evaluated: list[dict[str, Any]], measured: list[dict[str, A
         llm = np.mean([m["llm"]["mean"] for m in pairs])
         rule = np.mean([m["rule"]["mean"] for m in pairs])
         lines += [
-            "", "## The LLM against the rule (same states, scored on the table)", "",
-            f"{len(pairs)} calls: mean accuracy of the LLM's candidates {llm:.2f}, of the rule's "
+            "", "## The LLM against the rule (same states, scored by the evaluator)", "",
+            f"{len(pairs)} calls: mean score of the LLM's candidates {llm:.2f}, of the rule's "
             f"{rule:.2f} (difference {llm - rule:+.2f}).",
         ]
+    return "\n".join(lines) + "\n"
+
+
+def lessons_markdown(lessons: list[dict[str, Any]]) -> str:
+    """The rznas reflection's lessons, in the order they were written."""
+    if not lessons:
+        return ""
+    lines = ["", "## Reflection lessons", ""]
+    lines += [f"- round {e.get('iteration')}: {e['text']}" for e in lessons]
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +90,7 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
     )
     mode = mode_of(settings)
     roles = {"collm": "statistics-steered Navigator", "paper": "Navigator + Generator",
-             "sillm": "single LLM"}.get(mode)
+             "sillm": "single LLM", "rznas": "LLM mutation and reflection"}.get(mode)
     lines = [
         f"# Search {summary['thread_id']}",
         "",
@@ -108,6 +119,9 @@ def summary_markdown(settings: dict[str, Any], summary: dict[str, Any]) -> str:
             "",
             f"valid {best['valid_acc']:.2f}{label}, test {best['test_acc']:.2f}{label}; {cost}",
         ]
+        if best.get("proxy") is not None:
+            lines += ["", f"Chosen by its {settings['evaluator'].partition(':')[2]} score "
+                      f"{best['proxy']:.3f}; the search never saw its accuracies."]
     else:
         lines.append("none (nothing was evaluated)")
     return "\n".join(lines) + "\n"

@@ -5,6 +5,8 @@ Each round starts with the mode's first step (`nodes.FIRST_NODE`) and ends in `r
 - collm-nollm:      propose -> screen ...
 - paper:            navigate (free-text strategy) -> generate (LLM Generator) -> screen ...
 - sillm:            reflect_and_generate -> screen ...
+- rznas:            reflect (lesson from the last generation) -> mutate (LLM children) -> screen ...
+- rznas-nollm:      mutate (random children) -> screen ...
 screen_candidates -> measure_llm (where an LLM acted and the evaluator is cheap: its candidates
 against the rule's, same state) -(Send per candidate)-> evaluate -> record_round -> next round | END.
 """
@@ -17,9 +19,11 @@ from collm_nas.graph.nodes import (
     evaluate,
     generate,
     measure_llm,
+    mutate,
     navigate,
     propose,
     record_round,
+    reflect,
     reflect_and_generate,
     route_after_round,
     route_after_screening,
@@ -39,6 +43,8 @@ def build_graph() -> StateGraph:
     builder.add_node(navigate)
     builder.add_node(generate)
     builder.add_node(reflect_and_generate)
+    builder.add_node(reflect)
+    builder.add_node(mutate)
     builder.add_node(screen_candidates)
     builder.add_node(measure_llm)
     builder.add_node(evaluate)
@@ -51,6 +57,8 @@ def build_graph() -> StateGraph:
     builder.add_edge("navigate", "generate")
     builder.add_edge("generate", "screen_candidates")
     builder.add_edge("reflect_and_generate", "screen_candidates")
+    builder.add_edge("reflect", "mutate")
+    builder.add_edge("mutate", "screen_candidates")
     builder.add_conditional_edges(
         "screen_candidates", route_after_screening, ["measure_llm", "evaluate", "record_round"]
     )

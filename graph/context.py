@@ -16,6 +16,7 @@ from collm_nas.spaces import resolve_dataset
 from collm_nas.tools.cost import CostCounter, CostLimit, shared_cost_counter
 from collm_nas.tools.executors import EvaluatorSpec, Executor, RayOptions, make_executor
 from collm_nas.tools.latency import check_latency_space
+from collm_nas.tools.proxies import check_proxy
 from collm_nas.tools.sources import DEFAULT_SOURCES, RULE_SOURCES
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -23,19 +24,25 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 ENV_PREFIX = "COLLM_NAS_"
 DATA_VARIABLE = "COLLM_NAS_DATA"  # the data folder, read by tools/data.py as well
 
-Mode = Literal["collm", "collm-nollm", "paper", "sillm"]
+Mode = Literal["collm", "collm-nollm", "paper", "sillm", "rznas", "rznas-nollm"]
 MODES: dict[str, str] = {
     "collm": "the Navigator steers code-built candidates with the archive statistics",
     "collm-nollm": "the same loop with the LLM removed (code sources only)",
     "paper": "the paper's Algorithm 1 (free-text strategy, LLM Generator)",
     "sillm": "SiLLM-NAS: one model reflects and generates",
+    "rznas": "RZ-NAS: evolution on a zero-cost proxy, the LLM mutates and reflects",
+    "rznas-nollm": "the same evolution with random mutation",
 }
+# Each mode that runs without an LLM, by the mode it is the LLM-free form of.
+LLM_FREE_MODES = {"collm": "collm-nollm", "rznas": "rznas-nollm"}
+RZNAS_MODES = ("rznas", "rznas-nollm")
+DEFAULT_RZNAS_EVALUATOR = "zero_cost:synflow"
 # The flags that, with a two-valued `mode`, chose the mode before it was one setting.
 OLD_MODE_FLAGS = {"use_llm", "single_llm"}
 
 
 def uses_llm(mode: str) -> bool:
-    return mode != "collm-nollm"
+    return mode not in LLM_FREE_MODES.values()
 
 
 def mode_of(settings: dict[str, Any]) -> str:
@@ -101,6 +108,12 @@ class SearchSettings(BaseSettings):
     mode: Mode = Field(
         "collm", description="; ".join(f"{name}: {text}" for name, text in MODES.items())
     )
+    population: int = Field(20, ge=2, description="rznas modes: the population (the archive's best)")
+    prescreen: str | None = Field(
+        None, description="collm modes: rank a larger pool of code candidates by this zero-cost "
+        "proxy and evaluate only the best (e.g. synflow)",
+    )
+    prescreen_pool: int = Field(5, ge=2, le=50, description="with prescreen: pool size per evaluated candidate")
     sources: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SOURCES),
         description=f"code candidate sources, from: {', '.join(RULE_SOURCES)}",
@@ -129,6 +142,24 @@ class SearchSettings(BaseSettings):
     @model_validator(mode="after")
     def _known_space_and_dataset(self) -> SearchSettings:
         self.dataset = resolve_dataset(self.space, self.dataset)
+        return self
+
+    @model_validator(mode="after")
+    def _rznas_scores_by_proxy(self) -> SearchSettings:
+        if self.mode in RZNAS_MODES:
+            self.evaluator = self.evaluator or DEFAULT_RZNAS_EVALUATOR
+            if not self.evaluator.partition(":")[2]:
+                raise ValueError(f"mode {self.mode} scores by a zero-cost proxy: use an evaluator "
+                                 f"zero_cost:<proxy> (default {DEFAULT_RZNAS_EVALUATOR}), not {self.evaluator!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _prescreen_by_known_proxy(self) -> SearchSettings:
+        if self.prescreen is not None:
+            check_proxy(self.prescreen)
+            if self.mode not in ("collm", "collm-nollm"):
+                raise ValueError(f"prescreen ranks the code sources' candidates: modes collm and "
+                                 f"collm-nollm only, not {self.mode}")
         return self
 
     @model_validator(mode="after")
@@ -172,6 +203,10 @@ class SearchSettings(BaseSettings):
         return make_executor(self.executor, self.evaluator_spec(), RayOptions(
             self.ray_address, self.eval_workers, self.gpus_per_eval, self.cpus_per_eval,
         ))
+
+    def proxy_name(self) -> str:
+        """The zero-cost proxy the rznas modes score by (the evaluator kind's variant)."""
+        return (self.evaluator or DEFAULT_RZNAS_EVALUATOR).partition(":")[2]
 
     def recursion_limit(self) -> int:
         """Enough graph steps for every round (navigate, generate, screen, evaluate, record)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from collm_nas.agents import generator, navigator, single_llm, steering
+import numpy as np
+from collm_nas.agents import generator, navigator, rznas, single_llm, steering
 from collm_nas.graph.context import Mode, SearchSettings, uses_llm
 from collm_nas.graph.state import EvaluationTask, SearchState
 from collm_nas.spaces import get_space
@@ -15,9 +16,12 @@ from collm_nas.spaces.evaluation import Metrics, score
 from collm_nas.tools.archive import TOP_FRACTION, dimension_stats, ranked, stats_text
 from collm_nas.tools.coordinator import make_record, screen
 from collm_nas.tools.cost import Cost
+from collm_nas.tools.evaluators import make_evaluator
+from collm_nas.tools.evolution import change_text, pick_parents, random_children, random_newcomers
 from collm_nas.tools.executors import EvaluationFailed
 from collm_nas.tools.sources import (
     RoundInputs,
+    best_by_score,
     compare_with_rule,
     hit_threshold,
     next_batch,
@@ -28,7 +32,7 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-Start = Literal["steer", "propose", "navigate", "reflect_and_generate"]
+Start = Literal["steer", "propose", "navigate", "reflect_and_generate", "reflect", "mutate"]
 # The step each round starts with, per mode: all the graph needs to know of a mode (besides
 # `uses_llm`, which skips `measure_llm`).
 FIRST_NODE: dict[Mode, Start] = {
@@ -36,9 +40,11 @@ FIRST_NODE: dict[Mode, Start] = {
     "collm-nollm": "propose",
     "paper": "navigate",
     "sillm": "reflect_and_generate",
+    "rznas": "reflect",
+    "rznas-nollm": "mutate",
 }
 # Candidate sources that are an LLM writing architectures (measured after screening).
-LLM_PROPOSERS = (generator.SOURCE, single_llm.SOURCE)
+LLM_PROPOSERS = (generator.SOURCE, single_llm.SOURCE, rznas.SOURCE)
 
 
 def _evaluator(settings: SearchSettings):
@@ -84,14 +90,59 @@ def steer(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any
 
 def propose(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
     """Coordinator: the batch from the code sources (and the Navigator's steering), each
-    source's share set by its hit rate so far."""
+    source's share set by its hit rate so far. With a pre-screen, a pool `prescreen_pool` times
+    larger, of which the best by the zero-cost proxy go on."""
     settings = runtime.context
     steered = state.get("steering")
+    pool = settings.prescreen_pool if settings.prescreen else 1
     batch = next_batch(
         _round_inputs(state, settings), settings.sources, state.get("source_stats", {}),
-        settings.candidates, steered["prefer"] if steered else None,
+        settings.candidates * pool, steered["prefer"] if steered else None,
     )
+    if settings.prescreen:
+        proxy = make_evaluator(settings.space, settings.dataset, f"zero_cost:{settings.prescreen}",
+                               settings.data_path)
+        batch = best_by_score(proxy, settings.objective, batch, settings.candidates)
     return {"candidates": [{"arch": arch.model_dump(), "source": source} for arch, source in batch]}
+
+
+def reflect(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
+    """RZ-NAS: the LLM reads how the last generation's children scored against their parents
+    and writes one lesson for the next prompts."""
+    return rznas.reflect(state, runtime.context, runtime.context.proxy_name())
+
+
+def mutate(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
+    """RZ-NAS's generation: random newcomers until the population is full, then one child per
+    parent drawn from the population, written by the LLM (rznas) or by random mutation
+    (rznas-nollm)."""
+    settings = runtime.context
+    space = get_space(settings.space)
+    records = state.get("archive", [])
+    seen = {r["key"] for r in records}
+    rng = np.random.default_rng([settings.seed, state.get("iteration", 0) + 1])
+    if len(records) < settings.population:
+        newcomers = random_newcomers(space, seen, settings.population - len(records), rng)
+        return {"candidates": [{"arch": a.model_dump(), "source": "random"} for a in newcomers],
+                "generation": {"parents": [], "children": []}}
+    parents = pick_parents(records, settings.objective, settings.population, settings.candidates, rng)
+    if uses_llm(settings.mode):
+        candidates, calls = rznas.llm_children(state, settings, parents, settings.proxy_name())
+        candidates = [{**c, "source": rznas.SOURCE} for c in candidates]
+    else:
+        candidates = [{"arch": a.model_dump(), "parent": key, "source": "mutation"}
+                      for a, key in random_children(space, parents, seen, rng)]
+        calls = []
+    by_key = {p["key"]: space.parse(p["arch"]) for p in parents}
+    children = []
+    for c in candidates:
+        if "parent" in c:
+            child = space.parse(c["arch"])
+            children.append({"source": c["source"], "parent": c["parent"], "key": space.key(child),
+                             "change": change_text(space, by_key[c["parent"]], child)})
+    update = {"candidates": candidates,
+              "generation": {"parents": [p["key"] for p in parents], "children": children}}
+    return update | ({"llm_calls": calls} if calls else {})
 
 
 def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[str, Any]:
@@ -106,6 +157,11 @@ def screen_candidates(state: SearchState, runtime: Runtime[SearchSettings]) -> d
     passing, rejected = [], []
     novel = []  # legal, new and within the limit (also those the budget cuts off): for measure_llm
     for candidate in state.get("candidates", []):
+        if candidate.get("unreadable"):  # an LLM item that could not be made an architecture
+            rejected.append({"iteration": iteration, "source": candidate["source"], "key": None,
+                             "raw": _short(candidate["arch"]), "flops_m": None, "params_m": None,
+                             "latency_ms": None, "verdict": "illegal", "reason": candidate["unreadable"]})
+            continue
         checked = screen(candidate["arch"], space, seen, counter, limit)
         result = {
             "iteration": iteration, "source": candidate["source"], "key": checked.key,
@@ -144,7 +200,12 @@ def measure_llm(state: SearchState, runtime: Runtime[SearchSettings]) -> dict[st
     elif proposers:
         proposer, extra = proposers.pop(), {"proposed": len(candidates)}
         llm_archs = [inputs.space.parse(arch) for arch in state.get("novel", [])]
-        rule_archs = rule_batch(inputs, settings.sources, settings.candidates)
+        if proposer == rznas.SOURCE:  # random children of the same parents
+            known = {r["key"]: r for r in inputs.records}
+            parents = [known[key] for key in state["generation"]["parents"]]
+            rule_archs = [arch for arch, _ in random_children(inputs.space, parents, set(known), inputs.rng(1))]
+        else:
+            rule_archs = rule_batch(inputs, settings.sources, settings.candidates)
     else:
         return {}  # the LLM's reply could not be used: nothing to measure
     scores = compare_with_rule(_evaluator(settings), settings.objective, llm_archs, rule_archs)

@@ -60,7 +60,7 @@ class SearchResult:
 
     def summary(self) -> dict[str, Any]:
         best = self.best or {}
-        keys = ("arch", "key", "valid_acc", "test_acc", "flops_m", "params_m", "latency_ms", "predicted")
+        keys = ("arch", "key", "valid_acc", "test_acc", "proxy", "flops_m", "params_m", "latency_ms", "predicted")
         return {
             "best": {k: best.get(k) for k in keys} if best else None,
             "evaluations": self.evaluations,
@@ -228,6 +228,9 @@ def events_of_update(node: str, update: dict[str, Any]) -> list[tuple[str, dict[
         events.append(("candidate", result))
     for measured in update.get("counterfactuals", []):
         events.append(("counterfactual", measured))
+    if node == "reflect" and update.get("lessons"):
+        iteration = next((c.get("iteration") for c in update.get("llm_calls", [])), None)
+        events.append(("lesson", {"iteration": iteration, "text": update["lessons"][-1]}))
     if node == "record_round":
         events.append(("round", {
             "iteration": update["iteration"], "best": (update.get("best") or {}).get("key"),

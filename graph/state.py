@@ -49,6 +49,8 @@ class SearchState(TypedDict, total=False):
     best: dict[str, Any] | None
     llm_calls: Annotated[list[dict[str, Any]], Appended]
     source_stats: dict[str, dict[str, int]]  # per candidate source: evaluated, hits, new_best
+    generation: dict[str, Any]  # rznas: this round's parents (keys) and children (parent, change)
+    lessons: list[str]  # rznas: the reflection's latest lessons, newest last
     counterfactuals: Annotated[list[dict[str, Any]], Appended]  # LLM vs rule, same state
     stop_reason: str | None
 

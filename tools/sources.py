@@ -493,3 +493,13 @@ def score_candidates(
     top = None if top_threshold is None else sum(s >= top_threshold for s in scores) / len(scores)
     return {"n": len(scores), "mean": round(float(np.mean(scores)), 3),
             "best": round(float(max(scores)), 3), "top_rate": top}
+
+
+def best_by_score(
+    evaluator: Evaluator, objective: str, batch: list[tuple[BaseModel, str]], size: int
+) -> list[tuple[BaseModel, str]]:
+    """The pre-screen: the `size` candidates of `batch` that `evaluator` (a zero-cost proxy)
+    scores highest, in the batch's order."""
+    scores = [evaluator.evaluate(arch).score(objective) for arch, _ in batch]
+    keep = set(sorted(range(len(batch)), key=lambda i: -scores[i])[:size])
+    return [item for i, item in enumerate(batch) if i in keep]

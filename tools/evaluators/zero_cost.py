@@ -17,7 +17,6 @@ from collm_nas.tools.evaluators import make_evaluator
 from collm_nas.tools.proxies import INPUTS, PROXIES, ProxyError, check_proxy, proxy_batch, proxy_score
 from pydantic import BaseModel
 
-CHEAP_PROXIES = ("params", "flops")  # counted, not run: scoring extra candidates costs nothing
 TRUTH_KINDS = ("benchmark",)  # evaluators that give true accuracies, where a space has one
 # A network whose signal dies scores -inf; the search reads this floor instead, so the rule's
 # additive fits stay finite.
@@ -37,11 +36,11 @@ class ZeroCostEvaluator(Evaluator):
     score, truth and seconds by key."""
 
     thread_safe = False  # torch's global seed is set before each build
+    cheap = True  # training-free: scoring a few extra candidates on the side costs seconds
 
     def __init__(self, space: SearchSpace, dataset: str, proxy: str, seed: int, input: str,
                  batch: int, truth: Evaluator | None):
         self.kind = f"zero_cost:{proxy}"
-        self.cheap = proxy in CHEAP_PROXIES
         self.space, self.dataset, self.proxy, self.seed = space, dataset, proxy, seed
         self.truth = truth
         probe = space.sample(np.random.default_rng(seed))
