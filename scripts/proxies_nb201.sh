@@ -30,3 +30,6 @@ for ds in imagenet16 cifar100 cifar10; do
   collm-nas proxies --space nb201 --dataset "$ds" --proxies synflow,zen \
     --sample 1000 --batch 16 --seed 0 --out "results/proxies_nb201_${ds}_1000.md"
 done
+python -c "from pathlib import Path; from collm_nas.evals.proxies import write_summary as w; \
+w([Path(f'results/proxies_nb201_{d}_1000.json') for d in ('cifar10', 'cifar100', 'imagenet16')], \
+Path('results/proxies_nb201_summary_1000.md'))"

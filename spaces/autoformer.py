@@ -355,12 +355,17 @@ def cost_range(preset: Preset) -> tuple[tuple[float, float], tuple[float, float]
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor, out: int, inp: int) -> torch.Tensor:
-    """`layer` restricted to its first `out` outputs and `inp` inputs."""
+    """`layer` restricted to its first `out` outputs and `inp` inputs (the layer itself when that
+    is all of it, as in a stand-alone network, so that forward hooks on it see the call)."""
+    if (out, inp) == tuple(layer.weight.shape):
+        return layer(x)
     bias = layer.bias[:out] if layer.bias is not None else None
     return F.linear(x, layer.weight[:out, :inp], bias)
 
 
 def _norm(layer: nn.LayerNorm, x: torch.Tensor, dim: int) -> torch.Tensor:
+    if layer.normalized_shape == (dim,):
+        return layer(x)
     return F.layer_norm(x, (dim,), layer.weight[:dim], layer.bias[:dim], layer.eps)
 
 
@@ -419,11 +424,12 @@ class EncoderLayer(nn.Module):
         self.attn = Attention(embed, heads, head_dim, max_relative)
         self.ffn_layer_norm = nn.LayerNorm(embed)
         self.fc1 = nn.Linear(embed, hidden)
+        self.activation = nn.GELU()  # a module, so that activation-based proxies can hook it
         self.fc2 = nn.Linear(hidden, embed)
 
     def forward(self, x: torch.Tensor, embed: int, hidden: int, heads: int) -> torch.Tensor:
         x = x + self.attn(_norm(self.attn_layer_norm, x, embed), heads)
-        h = F.gelu(_linear(self.fc1, _norm(self.ffn_layer_norm, x, embed), hidden, embed))
+        h = self.activation(_linear(self.fc1, _norm(self.ffn_layer_norm, x, embed), hidden, embed))
         return x + _linear(self.fc2, h, embed, hidden)
 
 

@@ -101,6 +101,9 @@ def test_measure_llm_is_a_node_of_the_graph_after_screening():
         ("collm", "local", True, "sillm"),
         ("paper", "local", True, "sillm"),
         ("sillm", "vllm", False, "sillm"),
+        ("rznas", "local", False, "rznas"),
+        ("rznas", "none", False, "rznas-nollm"),
+        ("rznas-nollm", "local", False, "rznas-nollm"),
     ],
 )
 def test_cli_flags_are_aliases_of_one_mode(mode, llm, single_llm, expected):

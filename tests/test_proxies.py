@@ -15,9 +15,10 @@ from collm_nas.graph.context import SearchSettings
 from collm_nas.graph.run import run_search
 from collm_nas.spaces import get_space
 from collm_nas.spaces.evaluation import Metrics, score
+from collm_nas.tools import proxies
 from collm_nas.tools.evaluators import make_evaluator, register_evaluator
 from collm_nas.tools.evaluators.zero_cost import zero_cost_evaluator
-from collm_nas.tools.proxies import PROXIES, proxy_batch, proxy_score
+from collm_nas.tools.proxies import PROXIES, ProxyError, proxy_batch, proxy_score
 from nb201_synthetic import synthetic_table
 from typer.testing import CliRunner
 
@@ -139,3 +140,20 @@ def test_the_proxies_command_writes_the_table_and_the_json(tmp_path):
 def test_the_proxies_command_rejects_an_unknown_proxy_in_one_line():
     result = CliRunner().invoke(app, ["proxies", "--proxies", "synflow,magic"])
     assert result.exit_code == 2 and "unknown proxy 'magic'" in result.output
+
+
+@pytest.mark.parametrize("name", [p for p in PROXIES if p != "flops"])
+def test_each_proxy_is_finite_on_a_vision_transformer(name):
+    # AutoFormer's layers are sliced from a supernet's; its stand-alone network must still show
+    # its linear layers and GELUs to the hooks (zen's features, naswot's codes).
+    space = get_space("autoformer")
+    arch = space.parse("e48-d4-3.0x2-3.5x3-4.0x2-3.0x4")
+    batch = proxy_batch("gaussian", (1, 28, 28), 10, 4, 0)
+    assert math.isfinite(proxy_score(space, arch, "fashion-mnist", name, 0, batch).score)
+
+
+def test_naswot_refuses_a_network_without_activation_modules():
+    import torch
+
+    with pytest.raises(ProxyError, match="ReLU or GELU"):
+        proxies.naswot(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16 * 3, 120)), tiny_batch())

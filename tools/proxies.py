@@ -180,15 +180,19 @@ def jacob_cov(net: nn.Module, batch: ProxyBatch) -> float:
 
 def naswot(net: nn.Module, batch: ProxyBatch) -> float:
     """Mellor et al. v2: log|det K|, K counting for each pair of samples the ReLUs on which
-    their binary activation codes agree."""
+    their binary activation codes agree (GELUs count too: a GELU is positive where a ReLU is)."""
     size = len(batch.images)
+    units = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    if not units:
+        raise ProxyError("naswot reads the on/off codes of ReLU or GELU modules, and this network "
+                         "has none (activations called as functions cannot be hooked)")
     kernel = torch.zeros(size, size, dtype=torch.float64)
 
     def count(module, inputs, output):
         code = (output.detach().reshape(size, -1) > 0).double()
         kernel.add_(code @ code.T + (1 - code) @ (1 - code).T)
 
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.ReLU)]
+    hooks = [m.register_forward_hook(count) for m in units]
     try:
         with torch.no_grad():
             net(batch.images)

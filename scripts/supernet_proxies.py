@@ -1,7 +1,7 @@
-"""Zero-cost proxies on the SPOS ShuffleNet paths of a `collm-nas supernet verify` result,
-ranked against the same stand-alone truth as the supernet (Kendall, Spearman).
+"""Zero-cost proxies on the paths of a `collm-nas supernet verify` result (SPOS ShuffleNet or
+AutoFormer), ranked against the same stand-alone truth as the supernet (Kendall, Spearman).
 
-    python scripts/shufflenet_proxies.py --verify results/shufflenet_verify.json \
+    python scripts/supernet_proxies.py --verify results/shufflenet_verify.json \
         --proxies synflow,zen,params,flops,naswot,snip,grad_norm,zico --out results/shufflenet_proxies.md
 
 Data-dependent proxies see one Fashion-MNIST batch (the space's own input, 1x28x28) with random
@@ -19,10 +19,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from collm_nas.evals.supernet import rank_agreement  # noqa: E402
-from collm_nas.spaces.shufflenet import ShuffleNetSpace  # noqa: E402
+from collm_nas.spaces import get_space  # noqa: E402
 from collm_nas.tools.proxies import proxy_batch, proxy_score  # noqa: E402
 
-SPACE = ShuffleNetSpace()
+TITLES = {"shufflenet": "SPOS ShuffleNet", "autoformer": "AutoFormer"}
 
 
 def main() -> None:
@@ -31,9 +31,10 @@ def main() -> None:
     parser.add_argument("--proxies", default="synflow,zen,params,flops,naswot,snip,grad_norm,zico")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("results/shufflenet_proxies.md"))
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     verified = json.loads(args.verify.read_text())
+    space = get_space(verified.get("space", "shufflenet"))
     paths, dataset = verified["paths"], "fashion-mnist"
     truth = [p["standalone_valid"] for p in paths]
     batch = proxy_batch("fashion-mnist", (1, 28, 28), 10, args.batch, args.seed)
@@ -41,7 +42,7 @@ def main() -> None:
     rows = [{"proxy": "supernet (inherited valid)", **rank_agreement(supernet, truth, top_k),
              "seconds": sum(p["inherited_seconds"] for p in paths) / len(paths)}]
     for name in args.proxies.split(","):
-        results = [proxy_score(SPACE, SPACE.parse(p["key"]), dataset, name, args.seed, batch)
+        results = [proxy_score(space, space.parse(p["key"]), dataset, name, args.seed, batch)
                    for p in paths]
         rows.append({"proxy": name, **rank_agreement([r.score for r in results], truth, top_k),
                      "seconds": sum(r.seconds for r in results) / len(results)})
@@ -49,13 +50,13 @@ def main() -> None:
     command = "python " + " ".join(sys.argv)
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     lines = [
-        "# Zero-cost proxies vs the supernet on SPOS ShuffleNet (Fashion-MNIST)", "",
+        f"# Zero-cost proxies vs the supernet on {TITLES[space.name]} (Fashion-MNIST)", "",
         f"Command: `{command}`", "",
         f"The {len(paths)} paths of `{args.verify}`, each ranked against its stand-alone validation "
         f"accuracy (recipe {verified['standalone_recipe']}). Proxy input: {batch.label} "
         "(Fashion-MNIST at its own size); networks built after `torch.manual_seed(seed)`. "
-        "Seconds are per network on this 2-core machine (the supernet's include BN recalibration "
-        "and scoring 20,000 images).", "",
+        "Seconds are per network on this 2-core machine (the supernet's include scoring 20,000 "
+        "images, and BN recalibration where the network has batch norm).", "",
         f"| scorer | Kendall | Spearman | Kendall, stand-alone top half | top-{top_k} overlap "
         "| s per network |",
         "|---|---|---|---|---|---|",
