@@ -139,7 +139,8 @@ def _llm_method(**variant: Any) -> Callable[[RunSpec], RunResult]:
         for record in records:
             sources[record["source"]] = sources.get(record["source"], 0) + 1
         return run_result(spec, records, evaluator, result.stop_reason or "", result.wall_seconds,
-                          llm=result.llm, sources=sources, counterfactuals=result.counterfactuals)
+                          llm=result.llm, sources=sources, counterfactuals=result.counterfactuals,
+                          **({"lessons": result.lessons} if result.lessons else {}))
 
     return run
 

@@ -57,6 +57,7 @@ class SearchResult:
     run_dir: str | None = None
     rejections: dict[str, int] = field(default_factory=dict)
     counterfactuals: list[dict[str, Any]] = field(default_factory=list)
+    lessons: list[str] = field(default_factory=list)  # rznas: the reflection's latest lessons
 
     def summary(self) -> dict[str, Any]:
         best = self.best or {}
@@ -93,7 +94,7 @@ def result_from_state(values: dict[str, Any], thread_id: str, wall: float, run_d
         evaluations=len(values.get("archive", [])), iterations=values.get("iteration", 0),
         stop_reason=values.get("stop_reason"), llm=llm_totals(values.get("llm_calls", [])),
         wall_seconds=wall, run_dir=str(run_dir) if run_dir else None, rejections=rejections,
-        counterfactuals=list(values.get("counterfactuals", [])),
+        counterfactuals=list(values.get("counterfactuals", [])), lessons=list(values.get("lessons", [])),
     )
 
 
