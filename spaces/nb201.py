@@ -3,12 +3,15 @@
 Canonical string: `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`, edges (1<-0), (2<-0), (2<-1), (3<-0),
 (3<-1), (3<-2). `build()` returns the NAS-Bench-201 network: a 3x3 stem (16 channels), three
 stages of 5 cells (16/32/64 channels) joined by residual reduction blocks, global pooling and a
-linear classifier.
+linear classifier. `NB201Supernet` holds all five operations on every edge of every cell (the
+weight-sharing supernet of RSPS / SPOS on NAS-Bench-201) and runs the one cell it is given.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -52,7 +55,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
     Arch: ClassVar[type[BaseModel]] = NB201Arch
     datasets = tuple(DATASETS)
-    evaluators = ("benchmark",)
+    evaluators = ("benchmark", "supernet")
 
     def cost_is_additive(self) -> bool:
         # Every edge's operation is its own module and the cell's sums count no FLOPs, so a
@@ -194,24 +197,41 @@ def _make_op(name: str, channels: int) -> nn.Module:
     raise ValueError(name)
 
 
-class _Cell(nn.Module):
-    """Node j = sum of op(i -> j)(node i) for i < j; the output is node 3."""
+_SOURCES = ((0,), (0, 1), (0, 1, 2))  # the nodes feeding node 1, 2 and 3, in edge order
 
+
+def _run_cell(x: torch.Tensor, edge_op) -> torch.Tensor:
+    """Node j = sum of op(i -> j)(node i) for i < j; the output is node 3. `edge_op(e)` is the
+    module on edge e."""
+    nodes = [x]
+    edge = 0
+    for sources in _SOURCES:
+        total = 0
+        for i in sources:
+            total = total + edge_op(edge)(nodes[i])
+            edge += 1
+        nodes.append(total)
+    return nodes[-1]
+
+
+class _Cell(nn.Module):
     def __init__(self, ops: tuple[str, ...], channels: int):
         super().__init__()
-        self.sources = [(0,), (0, 1), (0, 1, 2)]
         self.edges = nn.ModuleList(_make_op(op, channels) for op in ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        edge = 0
-        for sources in self.sources:
-            total = 0
-            for i in sources:
-                total = total + self.edges[edge](nodes[i])
-                edge += 1
-            nodes.append(total)
-        return nodes[-1]
+        return _run_cell(x, lambda edge: self.edges[edge])
+
+
+class _SharedCell(nn.Module):
+    """Every operation on every edge; `forward(x, ops)` runs the ones `ops` names."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.edges = nn.ModuleList(nn.ModuleDict({op: _make_op(op, channels) for op in OPS}) for _ in EDGES)
+
+    def forward(self, x: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
+        return _run_cell(x, lambda edge: self.edges[edge][ops[edge]])
 
 
 class _ResidualReduction(nn.Module):
@@ -229,22 +249,77 @@ class _ResidualReduction(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
+def _layers(make_cell, channels: int, cells: int) -> tuple[list[nn.Module], int]:
+    """Three stages of `cells` cells, joined by residual reductions; and the last width."""
+    layers: list[nn.Module] = []
+    c = channels
+    for stage in range(3):
+        if stage > 0:
+            layers.append(_ResidualReduction(c, 2 * c))
+            c *= 2
+        layers.extend(make_cell(c) for _ in range(cells))
+    return layers, c
+
+
 class NB201Network(nn.Module):
     def __init__(self, ops: tuple[str, ...], num_classes: int, channels: int = 16, cells: int = 5):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
         )
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(_ResidualReduction(c, 2 * c))
-                c *= 2
-            layers.extend(_Cell(ops, c) for _ in range(cells))
+        layers, c = _layers(lambda width: _Cell(ops, width), channels, cells)
         self.cells = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.cells(self.stem(x))))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The network's shapes on one dataset (a supernet's checkpoint records them)."""
+
+    dataset: str
+    classes: int
+    size: int
+    channels: int = 16
+    cells: int = 5
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> Preset:
+        return cls(**fields)
+
+
+PRESETS = {name: Preset(name, classes, size) for name, (classes, size) in DATASETS.items()}
+
+
+class NB201Supernet(nn.Module):
+    """The NAS-Bench-201 network with all five operations on every edge, one set per cell (as
+    RSPS and SPOS share them); `forward(x, ops)` runs the cell `ops` (six operation names) in
+    every position."""
+
+    def __init__(self, preset: Preset):
+        super().__init__()
+        self.preset = preset
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, preset.channels, 3, padding=1, bias=False), nn.BatchNorm2d(preset.channels)
+        )
+        layers, c = _layers(_SharedCell, preset.channels, preset.cells)
+        self.cells = nn.ModuleList(layers)
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(c, preset.classes)
+
+    def forward(self, x: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
+        x = self.stem(x)
+        for layer in self.cells:
+            x = layer(x, ops) if isinstance(layer, _SharedCell) else layer(x)
+        return self.classifier(self.head(x))
+
+
+def standalone(ops: Sequence[str], preset: Preset) -> NB201Network:
+    """The stand-alone network of cell `ops` on `preset`, freshly initialised."""
+    return NB201Network(tuple(ops), preset.classes, preset.channels, preset.cells)

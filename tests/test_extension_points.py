@@ -154,7 +154,7 @@ def test_evaluator_defaults_come_from_the_space():
 
 
 def test_unknown_evaluator_kind_lists_the_spaces_own_and_the_installed_ones():
-    with pytest.raises(CollmNasError, match="unknown evaluator 'oracle'; nb201 has benchmark, installed: .*predictor"):
+    with pytest.raises(CollmNasError, match="unknown evaluator 'oracle'; nb201 has benchmark, supernet, installed: .*predictor"):
         make_evaluator("nb201", "cifar10", "oracle")
 
 

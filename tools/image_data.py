@@ -142,7 +142,8 @@ def _fashion_mnist(valid_size: int, root: str | None) -> ImageSplits:
 def _cifar10(valid_size: int, root: str | None) -> ImageSplits:
     from torchvision import datasets, transforms
 
-    hint = "download it with torchvision.datasets.CIFAR10(root, download=True) and pass --data-root root"
+    hint = ("download it with torchvision.datasets.CIFAR10(root, download=True) and pass the root "
+            "(supernet commands: --data-root ROOT; a search: --evaluator-option data_root=ROOT)")
     if not root:
         raise DatasetError(f"cifar10 needs a data root; {hint}")
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])

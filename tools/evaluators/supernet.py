@@ -22,10 +22,8 @@ from typing import Any
 import torch
 from collm_nas.errors import CollmNasError
 from collm_nas.spaces import SearchSpace, get_space
-from collm_nas.spaces.autoformer import AutoFormerSpace
 from collm_nas.spaces.evaluation import Evaluator, Metrics
 from collm_nas.spaces.mobilenet import NUM_CLASSES, MobileNetSpace, extract_subnet, new_ofa_supernet
-from collm_nas.spaces.shufflenet import ShuffleNetSpace
 from collm_nas.tools.data import DataFileError, find_data_file
 from collm_nas.tools.evaluators import require_space
 from collm_nas.tools.supernet_eval import (
@@ -228,10 +226,12 @@ def load_supernet_evaluator(data_path: str | None = None, **settings: Any) -> OF
 def supernet_evaluator(
     space: SearchSpace, dataset: str, data_path: str | None = None, **settings: Any
 ) -> Evaluator:
-    """The `supernet` evaluator kind (entry point in pyproject.toml): SPOS ShuffleNet or
-    AutoFormer paths from a supernet trained here (`tools/evaluators/weight_sharing.py`), or OFA MobileNetV3
-    subnets with `settings` as for `load_supernet_evaluator`."""
-    if isinstance(space, (ShuffleNetSpace, AutoFormerSpace)):
+    """The `supernet` evaluator kind (entry point in pyproject.toml): SPOS ShuffleNet, AutoFormer
+    or NAS-Bench-201 paths from a supernet trained here (`tools/evaluators/weight_sharing.py`), or
+    OFA MobileNetV3 subnets with `settings` as for `load_supernet_evaluator`."""
+    from collm_nas.tools.supernets import FAMILIES
+
+    if space.name in FAMILIES:
         from collm_nas.tools.evaluators.weight_sharing import weight_sharing_evaluator
 
         return weight_sharing_evaluator(space, dataset, data_path, **settings)
