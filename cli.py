@@ -648,6 +648,8 @@ def supernet_verify(
     valid_images: Annotated[int | None, typer.Option(help="score on the first N validation images")] = None,
     test_images: Annotated[int | None, typer.Option(help="report on the first N test images")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    truth: Annotated[str | None, typer.Option(help="benchmark: take each path's accuracy from the space's table (nb201) instead of training it")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="where the supernet's dataset is (a torchvision CIFAR-10 root; Fashion-MNIST: when not in its Debian place)")] = None,
     out: Annotated[Path, typer.Option(help="markdown table (.json and .png beside it)")] = Path("results/shufflenet_verify.md"),
 ):
     """Rank agreement of supernet-inherited and stand-alone accuracy (Kendall, Spearman, top-k)."""
@@ -659,9 +661,12 @@ def supernet_verify(
         keys = _split(paths) if paths else None
         if epochs < 1 or calib_batches < 1 or len(keys or range(subnets)) < 3:
             raise UserError("--epochs and --calib-batches must be at least 1; rank at least 3 paths")
+        if truth not in (None, "benchmark"):
+            raise UserError(f"--truth must be benchmark (a space's table), got {truth!r}")
         evaluator = WeightSharingEvaluator(checkpoint or _supernet_file(space, "fashion-mnist"),
                                           calib_batches=calib_batches, valid_images=valid_images,
-                                          test_images=test_images)
+                                          test_images=test_images,
+                                          data_root=str(data_root) if data_root else None)
         recipe = Recipe(**{**asdict(evaluator.run.recipe), "epochs": epochs,
                            "train_images": train_images})
         command = command_line()
@@ -670,8 +675,13 @@ def supernet_verify(
             console.print(f"{done}/{len(keys or range(subnets))} {row['key']}: inherited {row['inherited_valid']:.2f}, "
                           f"stand-alone {row['standalone_valid']:.2f} ({row['standalone_seconds']} s)")
 
+        table = None
+        if truth is not None:
+            from collm_nas.tools.evaluators import make_evaluator
+
+            table = make_evaluator(evaluator.run.space, evaluator.run.dataset, truth)
         result = verify(evaluator, subnets, recipe, seed, out.with_suffix(".standalone.jsonl"),
-                        progress, keys)
+                        progress, keys, table)
         print(write_verify(result, out, command).read_text())
 
     _guarded(body)

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 from collm_nas.spaces import get_space
+from collm_nas.spaces.evaluation import Evaluator
 from collm_nas.tools.evaluators.weight_sharing import WeightSharingEvaluator
 from collm_nas.tools.image_data import loader
 from collm_nas.tools.supernet_eval import top1_accuracy
 from collm_nas.tools.supernet_train import Recipe, train_standalone
 from collm_nas.tools.supernets import family, path_key
+from pydantic import BaseModel
 from scipy import stats
 
 
@@ -75,11 +77,18 @@ def rank_agreement(inherited: list[float], standalone: list[float], top_k: int) 
     }
 
 
+def table_accuracy(truth: Evaluator, arch: BaseModel) -> dict[str, Any]:
+    """A path's accuracy from a benchmark table (NAS-Bench-201), in place of training it."""
+    metrics = truth.evaluate(arch)
+    return {"valid_acc": metrics.valid_acc, "test_acc": metrics.test_acc, "seconds": 0.0}
+
+
 def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
            progress: Callable[[int, dict], None] | None = None,
-           keys: list[str] | None = None) -> dict[str, Any]:
+           keys: list[str] | None = None, truth: Evaluator | None = None) -> dict[str, Any]:
     """Inherited vs stand-alone accuracy of `subnets` sampled paths (or of the paths `keys`, e.g.
-    the ones searches chose), and their agreement."""
+    the ones searches chose), and their agreement. With `truth` (a benchmark table), the
+    stand-alone accuracy is the table's and nothing is trained."""
     run = evaluator.run
     space, kind = get_space(run.space), family(run.space)
     paths = ([kind.path_of(space.parse(key)) for key in keys] if keys
@@ -92,9 +101,9 @@ def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed
         started = time.monotonic()
         inherited = evaluator.evaluate(arch)
         seconds = time.monotonic() - started
-        alone = standalone_accuracy(evaluator, path, recipe, cache)
+        alone = table_accuracy(truth, arch) if truth else standalone_accuracy(evaluator, path, recipe, cache)
         mflops, mparams = kind.cost(path, run.preset)
-        rows.append({"key": alone["key"], "mflops": round(mflops, 3), "mparams": round(mparams, 4),
+        rows.append({"key": path_key(run.space, path), "mflops": round(mflops, 3), "mparams": round(mparams, 4),
                      "inherited_valid": inherited.valid_acc, "inherited_test": inherited.test_acc,
                      "inherited_seconds": round(seconds, 2), "standalone_valid": alone["valid_acc"],
                      "standalone_test": alone["test_acc"], "standalone_seconds": alone["seconds"]})
@@ -104,7 +113,8 @@ def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed
                                [r["standalone_valid"] for r in rows], max(1, len(rows) // 5))
     return {"space": run.space, "checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": run.epoch,
             "supernet_recipe": asdict(evaluator.run.recipe), "evaluator": evaluator.settings,
-            "standalone_recipe": asdict(recipe), "seed": seed, "given": bool(keys),
+            "standalone_recipe": {"truth": truth.kind} if truth else asdict(recipe), "seed": seed,
+            "given": bool(keys),
             "agreement": agreement,
             "paths": rows}
 

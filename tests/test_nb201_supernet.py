@@ -80,3 +80,15 @@ def test_the_supernet_trains_and_its_paths_are_evaluated_and_verified(tmp_path, 
     result = verify(evaluator, 3, Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=0.05), 0,
                     tmp_path / "standalone.jsonl")
     assert len(result["paths"]) == 3 and all(0 <= p["standalone_valid"] <= 100 for p in result["paths"])
+
+
+def test_verify_can_take_the_truth_from_the_table_instead_of_training(tmp_path, trained, splits):
+    from collm_nas.tools.evaluators import make_evaluator
+
+    evaluator = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
+    table = make_evaluator("nb201", "cifar10", "synthetic")
+    cache = tmp_path / "standalone.jsonl"
+    result = verify(evaluator, 4, Recipe(epochs=1), 0, cache, truth=table)
+    for row in result["paths"]:
+        assert row["standalone_valid"] == table.evaluate(SPACE.parse(row["key"])).valid_acc
+    assert not cache.exists() and result["standalone_recipe"] == {"truth": table.kind}

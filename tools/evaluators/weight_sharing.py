@@ -59,15 +59,17 @@ class WeightSharingEvaluator(Evaluator):
 
     def __init__(self, checkpoint: str | Path, splits: ImageSplits | None = None, *,
                  calib_batches: int = 20, batch_size: int = 200, valid_images: int | None = None,
-                 test_images: int | None = None, seed: int = 0, cache: bool = True):
+                 test_images: int | None = None, seed: int = 0, cache: bool = True,
+                 data_root: str | None = None):
         """`calib_batches` of `batch_size` training images recalibrate BN; `valid_images` and
-        `test_images`: the first N of those splits (None: all of it)."""
+        `test_images`: the first N of those splits (None: all of it); without `splits`, the
+        checkpoint's dataset is read (from `data_root` where given)."""
         if calib_batches < 1 or batch_size < 1:
             raise CheckpointError("calib_batches and batch_size must be at least 1")
         self.checkpoint = Path(checkpoint)
         run, _ = load_checkpoint(self.checkpoint)
         self.run, self.supernet, self.family = run, run.model.eval(), family(run.space)
-        self.splits = splits or load_splits(run.dataset)
+        self.splits = splits or load_splits(run.dataset, root=data_root)
         calibrate = any(isinstance(m, nn.modules.batchnorm._BatchNorm)  # AutoFormer: LayerNorm only
                         for m in self.supernet.modules())
         self.calibration = (fixed_batches(self.splits.train, batch_size, calib_batches, seed)
