@@ -42,7 +42,8 @@ class RunSpec:
 
 @dataclass
 class RunResult:
-    """One finished run; `curve[i]` is the best score after i+1 evaluations."""
+    """One finished run; `curve[i]` is the accuracy of the best-scored architecture after i+1
+    evaluations (the best accuracy, unless a zero-cost proxy does the scoring)."""
 
     method: str
     space: str
@@ -71,11 +72,12 @@ def run_result(
 ) -> RunResult:
     """A RunResult from the evaluated records in evaluation order."""
     best: dict[str, Any] = {}
-    curve: list[float] = []
+    curve: list[float] = []  # the accuracy of the best-scored so far (under a proxy, its truth)
+    accuracy = "valid_acc" if spec.objective == "valid" else "test_acc"
     for record in records:
         if not best or score(record, spec.objective) > score(best, spec.objective):
             best = record
-        curve.append(score(best, spec.objective))
+        curve.append(best[accuracy])
     optimum = evaluator.optimum(spec.objective)
     found = None if optimum is None else bool(best) and score(best, spec.objective) >= optimum - 1e-9
     return RunResult(
