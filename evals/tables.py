@@ -90,7 +90,7 @@ def llm_minus_rule(calls: list[dict], field: str) -> list[float]:
 def counterfactual_table(runs: list[RunResult]) -> str:
     """Per LLM method and dataset: the LLM's candidates vs the rule's, from the same states."""
     lines = [
-        "| dataset | method | calls | LLM mean acc | rule mean acc | LLM − rule (mean ± 95% CI) "
+        "| dataset | method | calls | LLM mean score | rule mean score | LLM − rule (mean ± 95% CI) "
         "| LLM top-1% rate | rule top-1% rate | LLM − rule top-1% (± 95% CI) "
         "| LLM − rule best candidate (± 95% CI) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -114,14 +114,24 @@ def counterfactual_table(runs: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def paired_table(runs: list[RunResult], reference: str = "collm-nollm") -> str:
+def llm_free_counterpart(method: str) -> str:
+    """The bench method that runs `method`'s loop without its LLM, with the same proxy."""
+    if method.startswith("rznas"):
+        return method.replace("rznas", "rznas-nollm", 1)
+    if "+" in method:  # a pre-screened collm method
+        return "collm-nollm+" + method.partition("+")[2]
+    return "collm-nollm"
+
+
+def paired_table(runs: list[RunResult]) -> str:
     """Each LLM method against the same loop without the LLM, seed by seed (same seeds only)."""
     lines = [
-        f"| dataset | method | seeds | optimum found (method / {reference}) "
-        f"| valid: method − {reference} (± 95% CI) | test: method − {reference} (± 95% CI) |",
-        "|---|---|---|---|---|---|",
+        "| dataset | method | without the LLM | seeds | optimum found (with / without) "
+        "| valid: with − without (± 95% CI) | test: with − without (± 95% CI) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, dataset, group in _groups(runs):
+        reference = llm_free_counterpart(method)
         if method == reference or not any(r.extra.get("llm", {}).get("calls") for r in group):
             continue
         base = {r.seed: r for r in runs if r.method == reference and r.dataset == dataset}
@@ -132,7 +142,7 @@ def paired_table(runs: list[RunResult], reference: str = "collm-nollm") -> str:
         found = (f"{sum(bool(a.optimum_found) for a, _ in pairs)} / "
                  f"{sum(bool(b.optimum_found) for _, b in pairs)}" if known else "—")
         lines.append(
-            f"| {dataset} | {method} | {len(pairs)} | {found} "
+            f"| {dataset} | {method} | {reference} | {len(pairs)} | {found} "
             f"| {ci_text([a.valid_acc - b.valid_acc for a, b in pairs])} "
             f"| {ci_text([a.test_acc - b.test_acc for a, b in pairs])} |"
         )

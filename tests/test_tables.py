@@ -51,12 +51,23 @@ def test_counterfactual_and_paired_and_sources():
          "rule": {"n": 10, "mean": 89.0, "best": 93.0, "top_rate": 0.1}}])]
     assert counterfactual_table(with_best).endswith("| -1.00 (one unit, no CI) |")
     paired = paired_table(RUNS)
-    assert "| cifar10 | collm | 2 | 2 / 1 | +0.25 ± 3.18 |" in paired  # t(0.975, 1 df) = 12.71
+    assert "| cifar10 | collm | collm-nollm | 2 | 2 / 1 | +0.25 ± 3.18 |" in paired  # t(0.975, 1 df) = 12.71
     sources = source_table(RUNS)
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     header = cells(sources.splitlines()[0])
     row = cells(next(line for line in sources.splitlines() if "| collm |" in line))
     assert row[header.index("navigator")] == "15%" and row[header.index("neighbours")] == "75%"
+
+
+def test_each_llm_method_is_paired_with_its_own_loop_without_the_llm():
+    from collm_nas.evals.tables import llm_free_counterpart
+
+    assert llm_free_counterpart("collm-navmem-off") == "collm-nollm"
+    assert llm_free_counterpart("rznas:synflow") == "rznas-nollm:synflow"
+    assert llm_free_counterpart("collm+zico") == "collm-nollm+zico"
+    runs = [run("rznas:synflow", 0, 91.0, None, llm={"calls": 8}),
+            run("rznas-nollm:synflow", 0, 90.5, None), run("collm-nollm", 0, 95.0, True)]
+    assert "| cifar10 | rznas:synflow | rznas-nollm:synflow | 1 | — | +0.50" in paired_table(runs)
 
 
 def test_confidence_interval_is_students_t_not_normal():
@@ -85,7 +96,7 @@ def test_predictor_runs_have_no_optimum_or_top_rate_and_are_labelled(tmp_path):
                              "test_acc": 81.5, "extra": {}}))
     assert "| — | 81.90 / 81.90 / 81.90 / 81.90 |" in comparison_table(runs)  # @62/125/188/250
     assert "@62/125/188/250" in comparison_table(runs)
-    assert "| imagenet | collm | 1 | — | +0.40 (one unit, no CI) |" in paired_table(runs)
+    assert "| imagenet | collm | collm-nollm | 1 | — | +0.40 (one unit, no CI) |" in paired_table(runs)
     assert "| 81.20 | 81.00 | +0.20 ± 0.00 | — | — | — | — |" in counterfactual_table(runs)
     text = write_tables(runs, tmp_path / "t.md", "cmd")["table"].read_text()
     assert text.startswith("# OFA MobileNetV3 at 250") and "predicted" in text
