@@ -10,7 +10,8 @@ lesson; the last `KEPT_LESSONS` of them go into every later prompt.
 from __future__ import annotations
 
 import json
-from functools import cache
+import operator
+from functools import cache, reduce
 from typing import Any, Literal
 
 from collm_nas.agents.briefing import cost_text
@@ -48,19 +49,12 @@ def children_schema(space: SearchSpace, parents: int, size: int) -> type[BaseMod
     child = create_model(
         "Child",
         parent=(int, Field(ge=1, le=parents, description="the number of the parent it mutates")),
-        changes=(list[_union(changes)], Field(min_length=1, max_length=MAX_CHANGES,
+        changes=(list[reduce(operator.or_, changes)], Field(min_length=1, max_length=MAX_CHANGES,
                                                description="the dimensions it changes, each to a new value")),
     )
     return create_model(
         "Generation", children=(list[child], Field(min_length=size, max_length=size)),
     )
-
-
-def _union(models: list[type[BaseModel]]) -> Any:
-    union = models[0]
-    for model in models[1:]:
-        union = union | model
-    return union
 
 
 def llm_children(
