@@ -22,7 +22,7 @@ from collm_nas.errors import CollmNasError
 from collm_nas.evals.bench import RunSpec, is_llm_free, method, run_bench, write_outputs
 from collm_nas.evals.progress import SearchProgress
 from collm_nas.evals.report import write_report
-from collm_nas.graph.provenance import command_line
+from collm_nas.graph.provenance import command_line, provenance
 from collm_nas.spaces import get_space
 from collm_nas.tools.cost import CostLimit
 from pydantic import ValidationError
@@ -199,10 +199,11 @@ def bench(
                 partial.write_text(json.dumps([asdict(r) for r in done], indent=1))
 
         partial = out.with_suffix(".partial.json")
-        results = run_bench(specs, on_result=report)
         command = command_line()
-        llm_methods = [m for m in method_names if not is_llm_free(m)]
-        paths = write_outputs(results, out, command, llms={"both roles": model} if llm_methods else None)
+        llms = {"both roles": model} if any(not is_llm_free(m) for m in method_names) else None
+        started = provenance(command, llms)  # the commit that ran, should the tree move meanwhile
+        results = run_bench(specs, on_result=report)
+        paths = write_outputs(results, out, command, llms=llms, made_by=started)
         partial.unlink(missing_ok=True)
         print(paths["table"].read_text())
         console.print(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -270,17 +270,19 @@ PREDICTED_NOTE = (
 
 def write_outputs(
     results: list[RunResult], out: Path, command: str, note: str = "", *,
-    llms: dict[str, Any] | None = None, inputs: Sequence[Path] = (),
+    llms: dict[str, Any] | None = None, inputs: Sequence[Path] = (), made_by: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """`out` (.md table), the same name with .json (provenance and every run) and .png (curves).
 
-    `llms`: the LLM settings by role, when LLM methods ran; `inputs`: the bench files merged.
+    `llms`: the LLM settings by role, when LLM methods ran; `inputs`: the bench files merged;
+    `made_by`: provenance taken when the runs started (the code that ran, not the code at the
+    end of a long bench), else taken now.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out.with_suffix(".json"), out.with_suffix(".png")
     objective = results[0].objective if results else "valid"
-    made_by = provenance(command, llms, inputs)
+    made_by = made_by or provenance(command, llms, inputs)
     header = (
         f"# Bench: {results[0].space if results else ''}, objective = {objective} accuracy\n\n"
         f"Command: `{command}`\n\n"

@@ -98,3 +98,25 @@ def test_a_run_folder_records_provenance_and_each_resume_adds_its_own(tmp_path):
     resumed = json.loads((tmp_path / "config.json").read_text())
     assert resumed["provenance"] == config["provenance"] and len(resumed["resumed"]) == 1
     assert resumed["settings"]["iterations"] == 2
+
+
+def test_a_bench_records_the_commit_it_started_on_even_if_the_tree_moves_meanwhile(
+        tmp_path, monkeypatch):
+    import collm_nas.cli as cli
+    from typer.testing import CliRunner
+
+    head = {"commit": "a" * 40, "dirty": False}
+
+    def bench_then_commit(*args, **kwargs):
+        results = run_bench(*args, **kwargs)
+        head["commit"] = "b" * 40  # someone commits while the bench runs
+        return results
+
+    monkeypatch.setattr(prov, "git_state", lambda: dict(head))
+    monkeypatch.setattr(cli, "run_bench", bench_then_commit)
+    out = tmp_path / "b.md"
+    done = CliRunner().invoke(cli.app, ["bench", "--methods", "rs", "--datasets", "cifar10",
+                                    "--budget", "5", "--runs", "1", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(out.with_suffix(".json").read_text())["provenance"]["git"]["commit"] == "a" * 40
+    assert f"commit {'a' * 12}" in out.read_text()
