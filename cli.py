@@ -648,7 +648,8 @@ def supernet_verify(
     calib_batches: Annotated[int, typer.Option(help="training batches that recalibrate BatchNorm")] = 20,
     valid_images: Annotated[int | None, typer.Option(help="score on the first N validation images")] = None,
     test_images: Annotated[int | None, typer.Option(help="report on the first N test images")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the path sample")] = 0,
+    train_seeds: Annotated[str | None, typer.Option(help="comma-separated stand-alone training seeds (default: the supernet's); with two or more, each path's truth is their mean and the seeds' own agreement is reported")] = None,
     truth: Annotated[str | None, typer.Option(help="benchmark: take each path's accuracy from the space's table (nb201) instead of training it")] = None,
     data_root: Annotated[Path | None, typer.Option(help="where the supernet's dataset is (a torchvision CIFAR-10 root; Fashion-MNIST: when not in its Debian place)")] = None,
     out: Annotated[Path, typer.Option(help="markdown table (.json and .png beside it)")] = Path("results/shufflenet_verify.md"),
@@ -662,6 +663,9 @@ def supernet_verify(
         keys = _split(paths) if paths else None
         if epochs < 1 or calib_batches < 1 or len(keys or range(subnets)) < 3:
             raise UserError("--epochs and --calib-batches must be at least 1; rank at least 3 paths")
+        seeds = _split(train_seeds) if train_seeds else []
+        if not all(x.isdigit() for x in seeds) or len(set(seeds)) < len(seeds):
+            raise UserError(f"--train-seeds must be distinct non-negative integers, got {train_seeds!r}")
         if truth not in (None, "benchmark"):
             raise UserError(f"--truth must be benchmark (a space's table), got {truth!r}")
         evaluator = WeightSharingEvaluator(checkpoint or _supernet_file(space, "fashion-mnist"),
@@ -682,7 +686,7 @@ def supernet_verify(
 
             table = make_evaluator(evaluator.run.space, evaluator.run.dataset, truth)
         result = verify(evaluator, subnets, recipe, seed, out.with_suffix(".standalone.jsonl"),
-                        progress, keys, table)
+                        progress, keys, table, [int(x) for x in seeds] or None)
         print(write_verify(result, out, command).read_text())
 
     _guarded(body)

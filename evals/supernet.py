@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,19 @@ def standalone_accuracy(evaluator: WeightSharingEvaluator, path: Any, recipe: Re
     return row
 
 
+def standalone_mean(evaluator: WeightSharingEvaluator, path: Any, recipe: Recipe, seeds: list[int],
+                    cache: Path) -> dict[str, Any]:
+    """`standalone_accuracy` with each of `seeds`; with more than one, the mean and each seed's."""
+    runs = [standalone_accuracy(evaluator, path, replace(recipe, seed=s), cache) for s in seeds]
+    if len(runs) == 1:
+        return runs[0]
+    return {"valid_acc": float(np.mean([r["valid_acc"] for r in runs])),
+            "test_acc": float(np.mean([r["test_acc"] for r in runs])),
+            "seconds": round(sum(r["seconds"] for r in runs), 1),
+            "by_seed": [{"seed": s, "valid_acc": r["valid_acc"], "test_acc": r["test_acc"]}
+                        for s, r in zip(seeds, runs, strict=True)]}
+
+
 def rank_agreement(inherited: list[float], standalone: list[float], top_k: int) -> dict[str, float]:
     """Kendall tau and Spearman over all paths and over the stand-alone top half, and the share
     of the stand-alone top-k that the inherited top-k finds."""
@@ -85,37 +98,52 @@ def table_accuracy(truth: Evaluator, arch: BaseModel) -> dict[str, Any]:
 
 def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed: int, cache: Path,
            progress: Callable[[int, dict], None] | None = None,
-           keys: list[str] | None = None, truth: Evaluator | None = None) -> dict[str, Any]:
+           keys: list[str] | None = None, truth: Evaluator | None = None,
+           train_seeds: list[int] | None = None) -> dict[str, Any]:
     """Inherited vs stand-alone accuracy of `subnets` sampled paths (or of the paths `keys`, e.g.
     the ones searches chose), and their agreement. With `truth` (a benchmark table), the
-    stand-alone accuracy is the table's and nothing is trained."""
+    stand-alone accuracy is the table's and nothing is trained. With several `train_seeds`, each
+    path is trained once per seed, its stand-alone accuracy is their mean, and the agreement of
+    the first two seeds' rankings measures how noisy that truth is."""
     run = evaluator.run
     space, kind = get_space(run.space), family(run.space)
     paths = ([kind.path_of(space.parse(key)) for key in keys] if keys
              else sample_paths(run.space, run.preset, subnets, seed))
     if len(paths) < 3:
         raise ValueError(f"ranking needs at least 3 paths, got {len(paths)}")
+    seeds = train_seeds or [recipe.seed]
     rows = []
     for i, path in enumerate(paths):
         arch = space.parse(path_key(run.space, path))
         started = time.monotonic()
         inherited = evaluator.evaluate(arch)
         seconds = time.monotonic() - started
-        alone = table_accuracy(truth, arch) if truth else standalone_accuracy(evaluator, path, recipe, cache)
+        alone = (table_accuracy(truth, arch) if truth
+                 else standalone_mean(evaluator, path, recipe, seeds, cache))
         mflops, mparams = kind.cost(path, run.preset)
         rows.append({"key": path_key(run.space, path), "mflops": round(mflops, 3), "mparams": round(mparams, 4),
                      "inherited_valid": inherited.valid_acc, "inherited_test": inherited.test_acc,
                      "inherited_seconds": round(seconds, 2), "standalone_valid": alone["valid_acc"],
-                     "standalone_test": alone["test_acc"], "standalone_seconds": alone["seconds"]})
+                     "standalone_test": alone["test_acc"], "standalone_seconds": alone["seconds"],
+                     **({"standalone_by_seed": alone["by_seed"]} if "by_seed" in alone else {})})
         if progress:
             progress(i + 1, rows[-1])
+    top_k = max(1, len(rows) // 5)
     agreement = rank_agreement([r["inherited_valid"] for r in rows],
-                               [r["standalone_valid"] for r in rows], max(1, len(rows) // 5))
+                               [r["standalone_valid"] for r in rows], top_k)
+    if len(seeds) > 1 and not truth:
+        first, second = ([r["standalone_by_seed"][i]["valid_acc"] for r in rows] for i in (0, 1))
+        agreement_of_seeds = {"seed_agreement": {**rank_agreement(first, second, top_k),
+                                                 "seeds": seeds[:2]}}
+    else:
+        agreement_of_seeds = {}
     return {"space": run.space, "checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": run.epoch,
             "supernet_recipe": asdict(evaluator.run.recipe), "evaluator": evaluator.settings,
-            "standalone_recipe": {"truth": truth.kind} if truth else asdict(recipe), "seed": seed,
+            "standalone_recipe": ({"truth": truth.kind} if truth
+                                  else {**asdict(recipe), "seed": seeds if len(seeds) > 1 else seeds[0]}),
+            "seed": seed,
             "given": bool(keys),
-            "agreement": agreement,
+            "agreement": agreement, **agreement_of_seeds,
             "paths": rows}
 
 
@@ -149,6 +177,7 @@ def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
         "| | Kendall tau | Spearman |", "|---|---|---|",
         f"| all {len(rows)} paths | {a['kendall']:.3f} | {a['spearman']:.3f} |",
         f"| stand-alone top half | {a['kendall_top_half']:.3f} | {a['spearman_top_half']:.3f} |",
+        *seed_lines(result),
         "", f"Top-{a['top_k']} overlap (inherited top-{a['top_k']} among the stand-alone "
         f"top-{a['top_k']}): {a['top_k_overlap']:.2f}", "",
         "| path | MFLOPs | inherited valid | stand-alone valid | stand-alone test | train s |",
@@ -160,6 +189,18 @@ def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
     ]
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def seed_lines(result: dict[str, Any]) -> list[str]:
+    """Table rows for the agreement of two stand-alone training seeds, when there were two."""
+    s = result.get("seed_agreement")
+    if not s:
+        return []
+    a, b = s["seeds"]
+    return [f"| stand-alone, between training seeds {a} and {b} (all paths) | {s['kendall']:.3f} | "
+            f"{s['spearman']:.3f} |",
+            f"| stand-alone, between training seeds {a} and {b} (top half) | "
+            f"{s['kendall_top_half']:.3f} | {s['spearman_top_half']:.3f} |"]
 
 
 def write_training_curve(history: list[dict[str, float]], out: Path) -> Path:

@@ -163,6 +163,27 @@ def test_verify_trains_each_path_once_and_writes_its_table(tmp_path, splits, tra
     assert json.loads(out.with_suffix(".json").read_text())["agreement"]["top_k"] == 1
 
 
+def test_verify_with_two_training_seeds_ranks_against_their_mean_and_measures_the_seeds(
+        tmp_path, splits, trained):
+    evaluator = WeightSharingEvaluator(trained, splits, calib_batches=2, batch_size=16, cache=False)
+    recipe = Recipe(epochs=1, batch_size=32, optimizer="sgd", lr=0.05)
+    cache = tmp_path / "standalone.jsonl"
+    result = verify(evaluator, 4, recipe, 0, cache, train_seeds=[0, 1])
+    assert len(cache.read_text().splitlines()) == 8  # each path once per seed
+    for row in result["paths"]:
+        by_seed = row["standalone_by_seed"]
+        assert [s["seed"] for s in by_seed] == [0, 1]
+        assert row["standalone_valid"] == pytest.approx(np.mean([s["valid_acc"] for s in by_seed]))
+    first, second = ([r["standalone_by_seed"][i]["valid_acc"] for r in result["paths"]] for i in (0, 1))
+    assert result["seed_agreement"]["kendall"] == pytest.approx(
+        rank_agreement(first, second, 1)["kendall"], nan_ok=True)  # tiny data may tie every path
+    single = verify(evaluator, 4, recipe, 0, cache)  # seed 0 alone: all cached
+    assert len(cache.read_text().splitlines()) == 8 and "seed_agreement" not in single
+    assert [r["standalone_valid"] for r in single["paths"]] == first
+    text = write_verify(result, tmp_path / "verify.md", "collm-nas supernet verify ...").read_text()
+    assert "between training seeds 0 and 1" in text
+
+
 @pytest.fixture(scope="module")
 def first_use(tmp_path_factory):
     """A search's first use of the supernet evaluator with no checkpoint anywhere: it trains the
