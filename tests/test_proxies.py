@@ -58,6 +58,14 @@ def test_synflow_is_larger_for_the_cell_with_more_parameters():
             > proxy_score(NB201, small, DATASET, "synflow", 0, tiny_batch()).score > 0)
 
 
+def test_zen_reads_the_batch_variance_unless_asked_for_the_reference_codes_running_variance():
+    net, batch = NB201.build(NB201.parse(CELLS[0]), DATASET), tiny_batch()
+    ours = proxies.zen(net, batch)
+    # Gaussian N(0, 1) weights with fan-in >= 9 give batch variances far above 1; a running
+    # variance moved from 1 by two passes at momentum 0.1 keeps most of the 1, so it scores lower
+    assert ours == proxies.zen(net, batch, momentum=1.0) > proxies.zen(net, batch, momentum=0.1)
+
+
 def test_fashion_mnist_batches_are_labelled_and_shaped_like_the_network_input():
     batch = proxy_batch("fashion-mnist", (3, 32, 32), 10, 5, 0)
     assert batch.images.shape == (5, 3, 32, 32) and "fashion-mnist" in batch.label

@@ -202,10 +202,12 @@ def naswot(net: nn.Module, batch: ProxyBatch) -> float:
     return float(torch.linalg.slogdet(kernel).logabsdet)
 
 
-def zen(net: nn.Module, batch: ProxyBatch, mix: float = 0.01) -> float:
+def zen(net: nn.Module, batch: ProxyBatch, mix: float = 0.01, momentum: float = 1.0) -> float:
     """Lin et al.: log E|f(x) - f(x + mix * e)| of the features before global pooling (no final
     layer), plus the log batch-norm scaling sum(log sqrt(mean var)), with Gaussian x and e and
-    Gaussian weights (Zen-NAS's initialisation); batch norm uses the batch's own statistics."""
+    Gaussian weights (Zen-NAS's initialisation); batch norm uses the batch's own statistics.
+    `momentum` 1 reads the scaling off the clean batch's variance (the paper's definition); 0.1
+    reads the running variance after the two passes from 1, as public reference code does."""
     net = copy.deepcopy(net).train()
     generator = torch.Generator().manual_seed(int(batch.labels.sum()))  # fixed by the batch
     norms = []
@@ -214,7 +216,8 @@ def zen(net: nn.Module, batch: ProxyBatch, mix: float = 0.01) -> float:
             if isinstance(module, _WEIGHTED):
                 module.weight.normal_(generator=generator)
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = 1.0  # the running variance becomes this batch's variance
+                module.reset_running_stats()
+                module.momentum = momentum  # at 1 the running variance becomes this batch's
                 norms.append(module)
         x = torch.randn(batch.images.shape, generator=generator)
         e = torch.randn(batch.images.shape, generator=generator)
