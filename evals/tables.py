@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from collm_nas.errors import CollmNasError
 from collm_nas.evals.bench import PREDICTED_NOTE, RunResult, mean_std, plot_curves
 from collm_nas.graph.provenance import inputs_markdown, provenance, summary_line
 from scipy.stats import t as t_dist
@@ -24,8 +25,33 @@ def bench_rows(path: Path) -> list[dict]:
     return data["runs"] if isinstance(data, dict) else data
 
 
+class DuplicateRunError(CollmNasError):
+    """Two bench files hold the same run (method, space, dataset, objective, seed, budget) with
+    different outcomes."""
+
+
 def load_runs(paths: list[Path]) -> list[RunResult]:
-    return [RunResult(**row) for path in paths for row in bench_rows(path)]
+    """The runs of the bench files in order. A run given again (e.g. the `rs` rows that two benches
+    both ran) is kept once, so no seed counts twice; the same run with another outcome is an error
+    that names both files."""
+    kept: dict[tuple, tuple[RunResult, Path]] = {}
+    for path in paths:
+        for row in bench_rows(path):
+            run = RunResult(**row)
+            identity = (run.method, run.space, run.dataset, run.objective, run.seed, run.budget)
+            if identity not in kept:
+                kept[identity] = (run, Path(path))
+                continue
+            seen, where = kept[identity]
+            if _outcome(seen) != _outcome(run):
+                raise DuplicateRunError(
+                    f"{run.method} on {run.space} {run.dataset}, seed {run.seed}, budget {run.budget} "
+                    f"is in {where} and in {path} with different results; merge only one of them")
+    return [run for run, _ in kept.values()]
+
+
+def _outcome(run: RunResult) -> tuple:
+    return run.arch, run.valid_acc, run.test_acc, run.evaluations
 
 
 def ci_text(values: list[float], digits: int = 2) -> str:

@@ -120,3 +120,16 @@ def test_a_bench_records_the_commit_it_started_on_even_if_the_tree_moves_meanwhi
     assert done.exit_code == 0, done.output
     assert json.loads(out.with_suffix(".json").read_text())["provenance"]["git"]["commit"] == "a" * 40
     assert f"commit {'a' * 12}" in out.read_text()
+
+
+def test_merging_keeps_one_copy_of_a_run_given_twice_and_refuses_two_that_disagree(tmp_path, runs):
+    from collm_nas.errors import CollmNasError
+
+    first = write_outputs(runs, tmp_path / "a.md", "cmd a")["runs"]
+    second = write_outputs(runs[:1], tmp_path / "b.md", "cmd b")["runs"]  # rs seed 0 again
+    assert load_runs([first, second]) == runs  # not counted twice
+    other = json.loads(second.read_text())
+    other["runs"][0]["test_acc"] += 1.0  # the same run, another outcome
+    second.write_text(json.dumps(other))
+    with pytest.raises(CollmNasError, match="rs on nb201 cifar10, seed 0, budget 5.*a.json.*b.json"):
+        load_runs([first, second])

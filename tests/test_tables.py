@@ -116,7 +116,7 @@ def test_table_command_refuses_mixed_objectives(tmp_path):
     assert done.returncode == 0 and (tmp_path / "t.png").exists()
 
 
-def test_merge_joins_per_seed_benches_and_refuses_a_run_twice(tmp_path):
+def test_merge_joins_per_seed_benches_counts_a_repeated_run_once_and_refuses_two_outcomes(tmp_path):
     from dataclasses import asdict
 
     parts = []
@@ -132,6 +132,12 @@ def test_merge_joins_per_seed_benches_and_refuses_a_run_twice(tmp_path):
     text = out.read_text()
     assert "| collm |" in text and "one process per seed" in text and out.with_suffix(".png").exists()
     twice = subprocess.run([sys.executable, "-m", "collm_nas.cli", "merge", str(parts[0]), str(parts[0]),
+                            "--out", str(tmp_path / "once.md")], capture_output=True, text=True, timeout=300)
+    assert twice.returncode == 0, twice.stderr
+    assert len(json.loads((tmp_path / "once.json").read_text())["runs"]) == 1
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps([{**asdict(RUNS[2]), "valid_acc": RUNS[2].valid_acc - 1}]))
+    clash = subprocess.run([sys.executable, "-m", "collm_nas.cli", "merge", str(parts[0]), str(changed),
                             "--out", str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=300)
-    assert twice.returncode == 2 and "appears twice" in twice.stderr
+    assert clash.returncode == 2 and "with different results" in clash.stderr
     assert not (tmp_path / "bad.md").exists()
