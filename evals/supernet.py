@@ -132,9 +132,12 @@ def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed
     agreement = rank_agreement([r["inherited_valid"] for r in rows],
                                [r["standalone_valid"] for r in rows], top_k)
     if len(seeds) > 1 and not truth:
-        first, second = ([r["standalone_by_seed"][i]["valid_acc"] for r in rows] for i in (0, 1))
-        agreement_of_seeds = {"seed_agreement": {**rank_agreement(first, second, top_k),
-                                                 "seeds": seeds[:2]}}
+        per_seed = [[r["standalone_by_seed"][i]["valid_acc"] for r in rows] for i in range(len(seeds))]
+        inherited = [r["inherited_valid"] for r in rows]
+        agreement_of_seeds = {
+            "seed_agreement": {**rank_agreement(per_seed[0], per_seed[1], top_k), "seeds": seeds[:2]},
+            "agreement_by_seed": [{"seed": s, **rank_agreement(inherited, truth_s, top_k)}
+                                  for s, truth_s in zip(seeds, per_seed, strict=True)]}
     else:
         agreement_of_seeds = {}
     return {"space": run.space, "checkpoint": str(evaluator.checkpoint), "checkpoint_epochs": run.epoch,
@@ -192,12 +195,15 @@ def write_verify(result: dict[str, Any], out: Path, command: str) -> Path:
 
 
 def seed_lines(result: dict[str, Any]) -> list[str]:
-    """Table rows for the agreement of two stand-alone training seeds, when there were two."""
+    """Table rows, when there were several training seeds: the inherited ranking against each
+    seed's alone, and two seeds against each other."""
     s = result.get("seed_agreement")
     if not s:
         return []
     a, b = s["seeds"]
-    return [f"| stand-alone, between training seeds {a} and {b} (all paths) | {s['kendall']:.3f} | "
+    return [*(f"| inherited vs training seed {one['seed']} alone | {one['kendall']:.3f} | "
+              f"{one['spearman']:.3f} |" for one in result["agreement_by_seed"]),
+            f"| stand-alone, between training seeds {a} and {b} (all paths) | {s['kendall']:.3f} | "
             f"{s['spearman']:.3f} |",
             f"| stand-alone, between training seeds {a} and {b} (top half) | "
             f"{s['kendall_top_half']:.3f} | {s['spearman_top_half']:.3f} |"]

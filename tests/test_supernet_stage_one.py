@@ -177,11 +177,15 @@ def test_verify_with_two_training_seeds_ranks_against_their_mean_and_measures_th
     first, second = ([r["standalone_by_seed"][i]["valid_acc"] for r in result["paths"]] for i in (0, 1))
     assert result["seed_agreement"]["kendall"] == pytest.approx(
         rank_agreement(first, second, 1)["kendall"], nan_ok=True)  # tiny data may tie every path
+    inherited = [r["inherited_valid"] for r in result["paths"]]
+    assert [a["seed"] for a in result["agreement_by_seed"]] == [0, 1]
+    assert result["agreement_by_seed"][1]["spearman"] == pytest.approx(
+        rank_agreement(inherited, second, 1)["spearman"], nan_ok=True)
     single = verify(evaluator, 4, recipe, 0, cache)  # seed 0 alone: all cached
     assert len(cache.read_text().splitlines()) == 8 and "seed_agreement" not in single
     assert [r["standalone_valid"] for r in single["paths"]] == first
     text = write_verify(result, tmp_path / "verify.md", "collm-nas supernet verify ...").read_text()
-    assert "between training seeds 0 and 1" in text
+    assert "between training seeds 0 and 1" in text and "inherited vs training seed 1 alone" in text
 
 
 @pytest.fixture(scope="module")
