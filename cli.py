@@ -661,6 +661,8 @@ def supernet_verify(
             raise UserError(f"--train-seeds must be distinct non-negative integers, got {train_seeds!r}")
         if truth not in (None, "benchmark"):
             raise UserError(f"--truth must be benchmark (a space's table), got {truth!r}")
+        if truth and seeds:
+            raise UserError("--train-seeds trains paths; with --truth benchmark nothing is trained")
         evaluator = WeightSharingEvaluator(checkpoint or _supernet_file(space, "fashion-mnist"),
                                           calib_batches=calib_batches, valid_images=valid_images,
                                           test_images=test_images,
