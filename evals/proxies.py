@@ -48,6 +48,12 @@ def all_architectures(space_name: str) -> list:
     return [space.from_genes(g) for g in itertools.product(*space.dimensions.values())]
 
 
+def sample_architectures(archs: list, sample: int, seed: int) -> list:
+    """`sample` of `archs` drawn without replacement for a seed, in the space's order."""
+    chosen = np.random.default_rng(seed).choice(len(archs), min(sample, len(archs)), replace=False)
+    return [archs[i] for i in sorted(chosen)]
+
+
 def hit_rate(scores: np.ndarray, truth: np.ndarray, share: float = TOP_SHARE) -> float:
     """Of the `share` best by `scores`, the fraction also among the `share` best by `truth`."""
     count = max(1, int(round(share * len(scores))))
@@ -86,8 +92,7 @@ def run_study(
     space = get_space(space_name)
     truth = make_evaluator(space_name, dataset, truth_kind, data_path)
     archs = all_architectures(space_name)
-    chosen = np.random.default_rng(seed).choice(len(archs), min(sample, len(archs)), replace=False)
-    sampled = [archs[i] for i in sorted(chosen)]
+    sampled = sample_architectures(archs, sample, seed)
     shape = space.input_shape(archs[0], dataset)[1:]
     with torch.no_grad():  # the number of classes, read off the network's output
         classes = space.build(archs[0], dataset)(torch.zeros(1, *shape)).shape[-1]

@@ -129,14 +129,13 @@ def verify(evaluator: WeightSharingEvaluator, subnets: int, recipe: Recipe, seed
         if progress:
             progress(i + 1, rows[-1])
     top_k = max(1, len(rows) // 5)
-    agreement = rank_agreement([r["inherited_valid"] for r in rows],
-                               [r["standalone_valid"] for r in rows], top_k)
+    inherited_valid = [r["inherited_valid"] for r in rows]
+    agreement = rank_agreement(inherited_valid, [r["standalone_valid"] for r in rows], top_k)
     if len(seeds) > 1 and not truth:
         per_seed = [[r["standalone_by_seed"][i]["valid_acc"] for r in rows] for i in range(len(seeds))]
-        inherited = [r["inherited_valid"] for r in rows]
         agreement_of_seeds = {
             "seed_agreement": {**rank_agreement(per_seed[0], per_seed[1], top_k), "seeds": seeds[:2]},
-            "agreement_by_seed": [{"seed": s, **rank_agreement(inherited, truth_s, top_k)}
+            "agreement_by_seed": [{"seed": s, **rank_agreement(inherited_valid, truth_s, top_k)}
                                   for s, truth_s in zip(seeds, per_seed, strict=True)]}
     else:
         agreement_of_seeds = {}

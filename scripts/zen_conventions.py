@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from collm_nas.evals.proxies import NB201_DATASETS, RZNAS_TABLE3, all_architectures, correlations  # noqa: E402
+from collm_nas.evals.proxies import NB201_DATASETS, RZNAS_TABLE3, all_architectures, correlations, sample_architectures  # noqa: E402
 from collm_nas.graph.provenance import command_line  # noqa: E402
 from collm_nas.spaces import get_space  # noqa: E402
 from collm_nas.tools.evaluators import make_evaluator  # noqa: E402
@@ -37,9 +37,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/zen_conventions.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    space, archs = get_space("nb201"), all_architectures("nb201")
-    chosen = np.random.default_rng(args.seed).choice(len(archs), args.sample, replace=False)
-    sample = [archs[i] for i in sorted(chosen)]
+    space = get_space("nb201")
+    sample = sample_architectures(all_architectures("nb201"), args.sample, args.seed)
     batch = proxy_batch("gaussian", (3, 32, 32), 10, args.batch, args.seed)
     scores = {name: [] for name in READINGS}
     started = time.monotonic()
